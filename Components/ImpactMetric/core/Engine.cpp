@@ -1,0 +1,400 @@
+#include "Engine.h"
+
+#include "BSpline.h"
+#include "Patches.h"
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+namespace impact
+{
+namespace
+{
+std::vector<int64_t>
+patchTensorShape(const ModelSpec & spec)
+{
+  return { spec.patchSize.rbegin(), spec.patchSize.rend() };
+}
+
+// (N, 1, *patch) -> (N, channels, *patch): a grey image fed to a model that wants more channels.
+torch::Tensor
+replicateChannels(const torch::Tensor & x, int channels)
+{
+  auto shape = x.sizes().vec();
+  shape[1] = channels;
+  return x.expand(shape);
+}
+
+double
+seconds(std::chrono::steady_clock::time_point since)
+{
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+} // namespace
+
+torch::Device
+resolveDevice(const LevelConfig & config, const LogFunction & warn)
+{
+  if (config.gpu < 0)
+  {
+    return torch::kCPU;
+  }
+  if (!torch::cuda::is_available())
+  {
+    const std::string why = "(GPU " + std::to_string(config.gpu) +
+                            ") asks for a CUDA device, but the installed torch has none (a CPU build of torch, or no "
+                            "visible GPU)";
+    if (config.gpuFallback)
+    {
+      warn("WARNING: " + why + "; running on the CPU as (GPUFallback \"true\") allows.");
+      return torch::kCPU;
+    }
+    throw std::runtime_error(why + ". Set (GPU -1) to run on the CPU, or (GPUFallback \"true\") to fall back to it.");
+  }
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  if (config.gpu >= count)
+  {
+    throw std::runtime_error("(GPU " + std::to_string(config.gpu) + ") is not a CUDA device index; this machine has " +
+                             std::to_string(count) + " (0 to " + std::to_string(count - 1) + ")");
+  }
+  return { torch::kCUDA, static_cast<c10::DeviceIndex>(config.gpu) };
+}
+
+SideImage
+makeSideImage(const torch::Tensor & image, const Geometry & geometry)
+{
+  SideImage side;
+  side.geometry = geometry;
+  const auto values = image.to(torch::kFloat32).contiguous();
+  side.coefficients = bsplineCoefficients(values.unsqueeze(-1));
+  side.context.stats = torch::stack({ values.min(), values.max(), values.mean(), values.std() }).to(torch::kFloat32);
+  side.context.direction =
+    torch::tensor(geometry.direction, torch::kFloat64).reshape({ geometry.dim(), geometry.dim() }).round().to(torch::kInt16);
+  return side;
+}
+
+Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, SideImage moving, Options options)
+  : m_Config(config)
+  , m_Fixed(std::move(fixed))
+  , m_Moving(std::move(moving))
+  , m_Options(std::move(options))
+  , m_Generator(at::make_generator<at::CPUGeneratorImpl>(m_Options.seed))
+{
+  const auto device = resolveDevice(m_Config, m_Options.warn);
+  const int  imageDim = m_Fixed.geometry.dim();
+  if (imageDim != 2 && imageDim != 3)
+  {
+    throw ParameterError("IMPACT works on 2D and 3D images; these are " + std::to_string(imageDim) + "D");
+  }
+  for (size_t i = 0; i < m_Config.fixedModels.size(); ++i)
+  {
+    const auto & fspec = m_Config.fixedModels[i];
+    const auto & mspec = m_Config.movingModels[i];
+    for (const auto * spec : { &fspec, &mspec })
+    {
+      if (spec->dimension > imageDim)
+      {
+        throw ParameterError("(Dimension " + std::to_string(spec->dimension) + ") of model \"" + spec->path +
+                             "\" needs " + std::to_string(spec->dimension) + "D images; these are " +
+                             std::to_string(imageDim) + "D");
+      }
+    }
+    Pair pair{ cache.get(fspec.path, device), cache.get(mspec.path, device) };
+    // Probe both sides; Static mode with whole-axis patches probes a small grid.
+    const std::vector<int64_t> probeSize(fspec.dimension, 32);
+    const auto                 fprobe = probeModel(*pair.fixed, fspec, probeSize);
+    const auto                 mprobe = &mspec == &fspec || mspec.path == fspec.path && mspec.patchSize == fspec.patchSize &&
+                                            mspec.channels == fspec.channels
+                                          ? fprobe
+                                          : probeModel(*pair.moving, mspec, probeSize);
+    size_t                     fo = 0, mo = 0;
+    for (;; ++fo, ++mo)
+    {
+      while (fo < fspec.layersMask.size() && fspec.layersMask[fo] != '1')
+      {
+        ++fo;
+      }
+      while (mo < mspec.layersMask.size() && mspec.layersMask[mo] != '1')
+      {
+        ++mo;
+      }
+      if (fo >= fspec.layersMask.size() || mo >= mspec.layersMask.size())
+      {
+        break;
+      }
+      const auto & fs = fprobe.outputShapes[fo];
+      const auto & ms = mprobe.outputShapes[mo];
+      const bool   sameShape = m_Config.mode == Mode::Static ? fs[1] == ms[1] : fs == ms;
+      if (!sameShape)
+      {
+        throw ParameterError("fixed model \"" + fspec.path + "\" output " + std::to_string(fo + 1) +
+                             " and moving model \"" + mspec.path + "\" output " + std::to_string(mo + 1) +
+                             " cannot be compared: their features have shapes " + c10::str(c10::IntArrayRef(fs)) +
+                             " and " + c10::str(c10::IntArrayRef(ms)));
+      }
+      // The patch must cover the field of view, or features would depend on padding.
+      for (const auto & [spec, model, output] :
+           { std::tuple{ &fspec, pair.fixed.get(), fo }, std::tuple{ &mspec, pair.moving.get(), mo } })
+      {
+        const auto fov = model->fieldOfView(*spec, static_cast<int>(output));
+        for (int a = 0; a < spec->dimension; ++a)
+        {
+          if (spec->patchSize[a] != 0 && spec->patchSize[a] < fov[a])
+          {
+            throw ParameterError("(PatchSize \"" + sizeText(spec->patchSize) + "\") of model \"" + spec->path +
+                                 "\" is smaller than the field of view " + sizeText(fov) + " of its output " +
+                                 std::to_string(output + 1) + "; use at least " + sizeText(fov));
+          }
+        }
+        if (m_Options.info)
+        {
+          m_Options.info("IMPACT: model \"" + spec->path + "\" output " + std::to_string(output + 1) + ": " +
+                         std::to_string(fs[1]) + " channels, field of view " + sizeText(fov) + " voxels");
+        }
+      }
+    }
+    m_Models.push_back(pair);
+  }
+
+  if (m_Config.mode != Mode::Static)
+  {
+    return;
+  }
+  const bool keep = !m_Config.featureMapDirectory.empty();
+  for (size_t i = 0; i < m_Models.size(); ++i)
+  {
+    const auto   start = std::chrono::steady_clock::now();
+    const auto & fspec = m_Config.fixedModels[i];
+    const auto & mspec = m_Config.movingModels[i];
+    auto         fixedInput = resampleForModel(m_Fixed.coefficients, m_Fixed.geometry, fspec.voxelSize);
+    auto         movingInput = resampleForModel(m_Moving.coefficients, m_Moving.geometry, mspec.voxelSize);
+    auto         fctx = m_Fixed.context, mctx = m_Moving.context;
+    fctx.numberOfLayers = static_cast<int>(fspec.layersMask.size());
+    mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
+    auto fmaps = computeFeatureMaps(*m_Models[i].fixed, fspec, fixedInput, fctx, m_Options.maxBatchVoxels);
+    auto mmaps = computeFeatureMaps(*m_Models[i].moving, mspec, movingInput, mctx, m_Options.maxBatchVoxels);
+    size_t k = 0;
+    for (const auto & layer : m_Config.layers)
+    {
+      if (layer.model != static_cast<int>(i))
+      {
+        continue;
+      }
+      auto & f = fmaps.at(k);
+      auto & m = mmaps.at(k);
+      ++k;
+      applyPCA(f, m, layer.pca);
+      std::ostringstream os;
+      os << "IMPACT Static: model \"" << fspec.path << "\" output " << layer.output + 1 << ": feature maps "
+         << sizeText(f.geometry.size) << " (fixed) and " << sizeText(m.geometry.size) << " (moving) voxels x "
+         << f.features.size(-1) << " channels";
+      f.finalize(keep);
+      m.finalize(keep);
+      m_Maps.emplace_back(std::move(f), std::move(m));
+      if (m_Options.info)
+      {
+        m_Options.info(os.str());
+      }
+    }
+    if (keep)
+    {
+      m_Inputs.emplace_back(std::move(fixedInput), std::move(movingInput));
+    }
+    if (m_Options.info)
+    {
+      std::ostringstream os;
+      os << "IMPACT Static: features of model \"" << fspec.path << "\" computed in " << seconds(start) << " s";
+      m_Options.info(os.str());
+    }
+  }
+}
+
+torch::Tensor
+Engine::channelSubset(const LayerSpec & layer, int64_t channels)
+{
+  if (layer.subsetFeatures <= 0 || layer.subsetFeatures >= channels)
+  {
+    return {};
+  }
+  return torch::randperm(channels, m_Generator, torch::kLong).narrow(0, 0, layer.subsetFeatures);
+}
+
+torch::Tensor
+Engine::patchAxes(const ModelSpec & spec, int64_t n)
+{
+  if (spec.dimension == m_Fixed.geometry.dim())
+  {
+    return imageAxes(m_Fixed.geometry.direction, spec.dimension);
+  }
+  return randomPlanes(n, m_Generator); // a 2D model on a 3D image: a random plane per sample
+}
+
+double
+Engine::evaluateJacobianModel(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient)
+{
+  const auto & fspec = m_Config.fixedModels[model];
+  const auto & mspec = m_Config.movingModels[model];
+  const auto   n = x.size(0);
+  const auto   dim = x.size(1);
+  const auto   axes = patchAxes(fspec, n);
+  auto         points = [&](const torch::Tensor & centres, const ModelSpec & spec) {
+    const auto offsets = patchOffsets(spec.patchSize, spec.voxelSize, axes);
+    return (centres.unsqueeze(1) + (offsets.dim() == 2 ? offsets.unsqueeze(0) : offsets)).reshape({ -1, dim });
+  };
+  auto patchShape = [&](const ModelSpec & spec) {
+    std::vector<int64_t> shape{ n, 1 };
+    for (auto s : patchTensorShape(spec))
+    {
+      shape.push_back(s);
+    }
+    return shape;
+  };
+  const auto fixedValues =
+    std::get<0>(bsplineSample(m_Fixed.coefficients, m_Fixed.geometry.worldToIndex(points(x, fspec)), false));
+  auto [movingValues, movingIndexGradient] =
+    bsplineSample(m_Moving.coefficients, m_Moving.geometry.worldToIndex(points(y, mspec)), gradient != nullptr);
+  const auto fixedPatch = fixedValues.view(patchShape(fspec));
+  const auto movingPatch = movingValues.view(patchShape(mspec));
+
+  auto fctx = m_Fixed.context, mctx = m_Moving.context;
+  fctx.numberOfLayers = static_cast<int>(fspec.layersMask.size());
+  mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
+  const auto & pair = m_Models[model];
+
+  // The layers of this model, with this call's channel subsets.
+  std::vector<std::pair<const LayerSpec *, torch::Tensor>> layers;
+  std::vector<int>                                         fixedOutputs, movingOutputs;
+  for (const auto & layer : m_Config.layers)
+  {
+    if (layer.model == static_cast<int>(model))
+    {
+      layers.emplace_back(&layer, torch::Tensor());
+    }
+  }
+  for (size_t o = 0; o < fspec.layersMask.size(); ++o)
+  {
+    if (fspec.layersMask[o] == '1')
+    {
+      fixedOutputs.push_back(static_cast<int>(o));
+    }
+  }
+  for (size_t o = 0; o < mspec.layersMask.size(); ++o)
+  {
+    if (mspec.layersMask[o] == '1')
+    {
+      movingOutputs.push_back(static_cast<int>(o));
+    }
+  }
+
+  // Fixed features are constants of the optimisation.
+  std::vector<torch::Tensor> fixedFeatures;
+  {
+    torch::NoGradGuard noGrad;
+    const auto         outs = pair.fixed->forward(replicateChannels(fixedPatch, fspec.channels), fctx);
+    for (size_t k = 0; k < layers.size(); ++k)
+    {
+      auto f = outs.at(fixedOutputs[k]);
+      layers[k].second = channelSubset(*layers[k].first, f.size(1));
+      if (layers[k].second.defined())
+      {
+        layers[k].second = layers[k].second.to(f.device());
+        f = f.index_select(1, layers[k].second);
+      }
+      fixedFeatures.push_back(f);
+    }
+  }
+  auto loss = [&](const std::vector<torch::Tensor> & movingOuts) {
+    torch::Tensor total;
+    for (size_t k = 0; k < layers.size(); ++k)
+    {
+      auto m = movingOuts.at(movingOutputs[k]);
+      if (layers[k].second.defined())
+      {
+        m = m.index_select(1, layers[k].second);
+      }
+      const auto term = distance(layers[k].first->distance, fixedFeatures[k], m) * layers[k].first->weight;
+      total = total.defined() ? total + term : term;
+    }
+    return total;
+  };
+
+  if (!gradient)
+  {
+    torch::NoGradGuard noGrad;
+    return loss(pair.moving->forward(replicateChannels(movingPatch, mspec.channels), mctx)).item<double>();
+  }
+  // eq. 7-8: dS/d(moving patch) by backpropagation through the model, then the image gradient.
+  auto leaf = movingPatch.detach().requires_grad_(true);
+  auto value = loss(pair.moving->forward(replicateChannels(leaf, mspec.channels), mctx));
+  auto dPatch = torch::autograd::grad({ value }, { leaf })[0].to(torch::kCPU, torch::kFloat64).reshape({ n, -1, 1 });
+  // d(image)/d(index) -> d(image)/d(world): idx = W (y - origin), so the world gradient is g W.
+  const auto imageGradient =
+    torch::matmul(movingIndexGradient.to(torch::kFloat64).squeeze(1), m_Moving.geometry.worldToIndexMatrix());
+  *gradient += (dPatch * imageGradient.view({ n, -1, dim })).sum(1);
+  return value.item<double>();
+}
+
+double
+Engine::evaluateStaticLayer(size_t index, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient)
+{
+  const auto & layer = m_Config.layers[index];
+  const auto & [fixedMap, movingMap] = m_Maps[index];
+  auto f = std::get<0>(bsplineSample(fixedMap.coefficients, fixedMap.geometry.worldToIndex(x), false));
+  auto [m, dm] = bsplineSample(movingMap.coefficients, movingMap.geometry.worldToIndex(y), gradient != nullptr);
+  if (const auto subset = channelSubset(layer, f.size(1)); subset.defined())
+  {
+    f = f.index_select(1, subset);
+    m = m.index_select(1, subset);
+    dm = gradient ? dm.index_select(1, subset) : dm;
+  }
+  if (!gradient)
+  {
+    return layer.weight * distance(layer.distance, f, m).item<double>();
+  }
+  auto       leaf = m.detach().requires_grad_(true);
+  const auto value = distance(layer.distance, f, leaf) * layer.weight;
+  const auto dFeature = torch::autograd::grad({ value }, { leaf })[0].to(torch::kFloat64); // (N, C)
+  const auto featureGradient = torch::matmul(dm.to(torch::kFloat64), movingMap.geometry.worldToIndexMatrix());
+  *gradient += (dFeature.unsqueeze(-1) * featureGradient).sum(1);
+  return value.item<double>();
+}
+
+Engine::Result
+Engine::evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & movingPoints, bool withGradient)
+{
+  TORCH_CHECK(fixedPoints.sizes() == movingPoints.sizes() && fixedPoints.dim() == 2 &&
+                fixedPoints.size(1) == m_Fixed.geometry.dim(),
+              "IMPACT: sample points must be (N, ", m_Fixed.geometry.dim(), "), got ", fixedPoints.sizes(), " and ",
+              movingPoints.sizes());
+  const auto x = fixedPoints.to(torch::kFloat64);
+  const auto y = movingPoints.to(torch::kFloat64);
+  Result     result;
+  if (withGradient)
+  {
+    result.gradient = torch::zeros_like(y);
+  }
+  auto * g = withGradient ? &result.gradient : nullptr;
+  if (m_Config.mode == Mode::Jacobian)
+  {
+    for (size_t i = 0; i < m_Models.size(); ++i)
+    {
+      result.value += evaluateJacobianModel(i, x, y, g);
+    }
+  }
+  else
+  {
+    for (size_t l = 0; l < m_Maps.size(); ++l)
+    {
+      result.value += evaluateStaticLayer(l, x, y, g);
+    }
+  }
+  if (!std::isfinite(result.value) || (g && !torch::isfinite(*g).all().item<bool>()))
+  {
+    throw std::runtime_error("IMPACT: the similarity is NaN or Inf: a model returned NaN/Inf features for these "
+                             "samples (check the intensity preprocessing the model expects)");
+  }
+  return result;
+}
+
+} // namespace impact

@@ -1,0 +1,99 @@
+// The IMPACT similarity of one resolution level (eq. 6-10), independent of ITK and elastix:
+// given fixed sample points x_i and their mapped points y_i = T(x_i), it returns S and dS/dy_i.
+// The caller chains dS/dy_i with the transform Jacobian dT(x_i)/dtheta (eq. 8, 10).
+#pragma once
+
+#include "Config.h"
+#include "FeatureMaps.h"
+#include "ImageTensor.h"
+#include "Model.h"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace impact
+{
+
+using LogFunction = std::function<void(const std::string &)>;
+
+/** The torch device that `config` asks for; throws std::runtime_error when CUDA is asked for but
+ *  not available (unless GPUFallback is set, then warns and returns the CPU). */
+torch::Device
+resolveDevice(const LevelConfig & config, const LogFunction & warn);
+
+/** An image of one side at the current level. */
+struct SideImage
+{
+  Geometry      geometry;
+  torch::Tensor coefficients; // (*spatial, 1) cubic B-spline coefficients of the image
+  ModelContext  context;      // what models published for elastix 5.3.1 may also take
+};
+
+/** Prepares a side from a (*spatial) float32 image; `layers` fills ModelContext::numberOfLayers later. */
+SideImage
+makeSideImage(const torch::Tensor & image, const Geometry & geometry);
+
+class Engine
+{
+public:
+  struct Options
+  {
+    uint64_t    seed{ 0 };                 // channel subsets and 2D planes
+    int64_t     maxBatchVoxels{ 1 << 24 }; // model input voxels per call: the memory budget
+    LogFunction info;
+    LogFunction warn;
+  };
+
+  /** Loads (through `cache`) and validates the level's models against both images. */
+  Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, SideImage moving, Options options);
+
+  struct Result
+  {
+    double        value{};
+    torch::Tensor gradient; // (N, D) float64: dS/dy_i in world coordinates; undefined without gradient
+  };
+
+  /** S over the samples, and dS/dy_i when withGradient.
+   *  fixedPoints, movingPoints: (N, D) float64 world coordinates, y_i = T(x_i), all inside the images. */
+  Result
+  evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & movingPoints, bool withGradient);
+
+  /** Static mode: the feature maps of each selected layer (fixed, moving), and the images the models saw. */
+  const std::vector<std::pair<FeatureMap, FeatureMap>> &
+  featureMaps() const
+  {
+    return m_Maps;
+  }
+  const std::vector<std::pair<ResampledImage, ResampledImage>> &
+  modelInputs() const
+  {
+    return m_Inputs;
+  }
+
+private:
+  struct Pair
+  {
+    std::shared_ptr<Model> fixed, moving;
+  };
+
+  torch::Tensor
+  channelSubset(const LayerSpec & layer, int64_t channels);
+  torch::Tensor
+  patchAxes(const ModelSpec & spec, int64_t n);
+  double
+  evaluateJacobianModel(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
+  double
+  evaluateStaticLayer(size_t layer, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
+
+  LevelConfig                                          m_Config;
+  SideImage                                            m_Fixed, m_Moving;
+  Options                                              m_Options;
+  std::vector<Pair>                                    m_Models;
+  std::vector<std::pair<FeatureMap, FeatureMap>>       m_Maps;   // Static: one per selected layer
+  std::vector<std::pair<ResampledImage, ResampledImage>> m_Inputs; // Static: one per model
+  torch::Generator                                     m_Generator;
+};
+
+} // namespace impact

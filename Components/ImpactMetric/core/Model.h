@@ -1,0 +1,102 @@
+// A TorchScript feature extractor: loaded once per run, called with image batches, validated
+// against the parameters that use it.
+#pragma once
+
+#include "Config.h"
+
+#include <torch/script.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace impact
+{
+
+/** Extra inputs that models published for elastix 5.3.1 may take after the image batch. */
+struct ModelContext
+{
+  int           numberOfLayers{ 1 }; // LayersMask length
+  torch::Tensor stats;               // float32 [min, max, mean, std] of the image
+  torch::Tensor direction;           // int16 (D, D): the image direction, rounded
+};
+
+class Model
+{
+public:
+  /** Loads a TorchScript file onto `device`; throws std::runtime_error naming the file and the cause. */
+  Model(const std::string & path, torch::Device device);
+
+  const std::string &
+  path() const
+  {
+    return m_Path;
+  }
+  torch::Device
+  device() const
+  {
+    return m_Device;
+  }
+
+  /** Runs forward on x: (B, C, *spatial) float32, moved to the model's device.
+   *  Returns one tensor (B, C_l, *spatial_l) per model output, on the model's device.
+   *  Throws std::runtime_error if the model fails or returns something else than a tensor or a
+   *  list/tuple of tensors, or a non-finite value. */
+  std::vector<torch::Tensor>
+  forward(const torch::Tensor & x, const ModelContext & context) const;
+
+  /** Field of view of output `output` for inputs shaped by `spec` (measured once, then cached). */
+  std::vector<int64_t>
+  fieldOfView(const ModelSpec & spec, int output) const;
+
+  /** Number of forward arguments after the image batch (0, 1 or 3). */
+  int
+  numberOfExtraArguments() const
+  {
+    return m_ExtraArguments;
+  }
+
+private:
+  std::string                        m_Path;
+  torch::Device                      m_Device;
+  std::shared_ptr<torch::jit::Module> m_Module;
+  int                                m_ExtraArguments{ 0 };
+  mutable std::mutex                 m_FieldOfViewMutex;
+  mutable std::map<std::string, std::vector<int64_t>> m_FieldOfView;
+};
+
+/** Models of one run, loaded on first use and shared by all levels and both sides. */
+class ModelCache
+{
+public:
+  std::shared_ptr<Model>
+  get(const std::string & path, torch::Device device);
+
+private:
+  std::mutex                                    m_Mutex;
+  std::map<std::string, std::shared_ptr<Model>> m_Models;
+};
+
+/** What a probe of a model with a spec's input shape found. */
+struct ModelProbe
+{
+  std::vector<std::vector<int64_t>> outputShapes; // (B, C, *spatial) of every output for a batch of 1
+};
+
+/** Runs `model` once on a patch of the spec's shape (PatchSize, 0 replaced by `wholeSize`) and
+ *  checks the outputs against the LayersMask; throws ParameterError with the parameter names. */
+ModelProbe
+probeModel(const Model & model, const ModelSpec & spec, const std::vector<int64_t> & wholeSize);
+
+/** Field of view, in voxels per axis (x first), of output `output`: the extent of the input that
+ *  the centre output voxel depends on, measured from the gradient support of that voxel. */
+std::vector<int64_t>
+measureFieldOfView(const Model & model, const ModelSpec & spec, int output);
+
+/** "5*5*5" style text of a size vector. */
+std::string
+sizeText(const std::vector<int64_t> & size);
+
+} // namespace impact

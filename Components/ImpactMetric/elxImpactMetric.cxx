@@ -1,0 +1,3 @@
+#include "elxImpactMetric.h"
+
+elxInstallMacro(ImpactMetric);

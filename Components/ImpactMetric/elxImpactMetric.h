@@ -1,0 +1,105 @@
+/*=========================================================================
+ * impact-elastix: the elastix component of the IMPACT metric.
+ *=========================================================================*/
+#ifndef elxImpactMetric_h
+#define elxImpactMetric_h
+
+#include "elxIncludes.h" // include first to avoid MSVS warning
+#include "itkImpactImageToImageMetric.h"
+
+namespace elastix
+{
+
+/** \class ImpactMetric
+ * \brief IMPACT: similarity of deep features of pretrained TorchScript models.
+ *
+ * The parameters are read per resolution level, under the seed's names or elastix 5.3.1's
+ * Impact-prefixed, level-suffixed names (ImpactModelsPath0, ImpactPatchSize0, ...).
+ *
+ * \parameter Metric: Select this metric as follows:\n
+ *   <tt>(Metric "Impact")</tt>
+ * \parameter ModelsPath: TorchScript model file(s), space-separated for several models; one quoted
+ *   entry per resolution level.\n
+ *   example: <tt>(ModelsPath "/Models/TS/M730_1_Layers.pt /Models/MIND/R1D2.pt")</tt>
+ * \parameter FixedModelsPath, MovingModelsPath: different models for the two images; every model
+ *   parameter below then also takes a Fixed/Moving prefix.
+ * \parameter Dimension: 2 or 3, the model's input dimension, one per model. Default: 3.
+ *   A 2D model on 3D images sees randomly oriented planes (Jacobian) or slices (Static).
+ * \parameter NumberOfChannels: input channels of each model; the image is replicated. Default: 1.
+ * \parameter PatchSize: patch size in voxels per model, as "5*5*5"; at least the field of view of the
+ *   selected layers. "0*0*0" in Static mode runs the whole image. Default: 5*5*5.
+ * \parameter VoxelSize: spacing in mm at which the model sees the image, as "1.5*1.5*1.5". Default: 1.5.
+ * \parameter LayersMask: one 0/1 per model output selecting the compared layers. Default: "1".
+ * \parameter SubsetFeatures: channels drawn at random per call, per selected layer (or per model, or
+ *   one for all); 0 = all. Default: 32.
+ * \parameter LayersWeight: weight gamma_l of each selected layer. Default: 1.
+ * \parameter Distance: L1, L2, Cosine, L1Cosine, Dice, NCC or DotProduct, per selected layer. Default: L2.
+ * \parameter PCA: Static mode: principal components kept per layer; 0 = off. Default: 0.
+ * \parameter Mode: "Jacobian" (backpropagation through the model) or "Static" (feature maps
+ *   precomputed per level). One entry per level. Default: Jacobian.
+ * \parameter GPU: CUDA device index, -1 = CPU. Default: -1.
+ * \parameter GPUFallback: "true" runs on the CPU with a warning when CUDA is missing. Default: false.
+ * \parameter FeaturesMapUpdateInterval: Static mode: -1 = feature maps once per level. Default: -1.
+ * \parameter WriteFeatureMaps: "false" or a directory; Static mode writes the model inputs and the
+ *   feature maps of each level there as .mha. Default: false.
+ * \parameter RandomSeed: seed of the channel subsets and 2D planes (the sampler has its own). Default: 121212.
+ *
+ * \ingroup Metrics
+ */
+template <typename TElastix>
+class ITK_TEMPLATE_EXPORT ImpactMetric
+  : public itk::ImpactImageToImageMetric<typename MetricBase<TElastix>::FixedImageType,
+                                         typename MetricBase<TElastix>::MovingImageType>
+  , public MetricBase<TElastix>
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(ImpactMetric);
+
+  using Self = ImpactMetric;
+  using Superclass1 = itk::ImpactImageToImageMetric<typename MetricBase<TElastix>::FixedImageType,
+                                                    typename MetricBase<TElastix>::MovingImageType>;
+  using Superclass2 = MetricBase<TElastix>;
+  using Pointer = itk::SmartPointer<Self>;
+  using ConstPointer = itk::SmartPointer<const Self>;
+
+  itkNewMacro(Self);
+  itkOverrideGetNameOfClassMacro(ImpactMetric);
+  elxClassNameMacro("Impact");
+
+  using typename Superclass2::ElastixType;
+  using typename Superclass2::RegistrationType;
+  using ITKBaseType = typename Superclass2::ITKBaseType;
+
+  /** Loads nothing yet; sets up the model cache and the seed shared by all levels. */
+  void
+  BeforeRegistration() override;
+
+  /** Reads and validates this level's IMPACT parameters. */
+  void
+  BeforeEachResolution() override;
+
+  /** Builds the level's engine (models validated, Static feature maps computed) and writes the
+   *  feature maps when asked to. */
+  void
+  Initialize() override;
+
+protected:
+  ImpactMetric() = default;
+  ~ImpactMetric() override = default;
+
+private:
+  elxOverrideGetSelfMacro;
+
+  void
+  WriteFeatureMaps(unsigned int level) const;
+
+  std::shared_ptr<impact::ModelCache> m_Models;
+};
+
+} // end namespace elastix
+
+#ifndef ITK_MANUAL_INSTANTIATION
+#  include "elxImpactMetric.hxx"
+#endif
+
+#endif

@@ -1,0 +1,160 @@
+/*=========================================================================
+ * impact-elastix: the elastix component of the IMPACT metric.
+ *=========================================================================*/
+#ifndef elxImpactMetric_hxx
+#define elxImpactMetric_hxx
+
+#include "elxImpactMetric.h"
+
+#include "itkImageFileWriter.h"
+#include "itkMetaImageIO.h"
+#include "itkTimeProbe.h"
+#include "itkVectorImage.h"
+#include <itkDeref.h>
+
+#include <filesystem>
+
+namespace elastix
+{
+
+template <typename TElastix>
+void
+ImpactMetric<TElastix>::BeforeRegistration()
+{
+  m_Models = std::make_shared<impact::ModelCache>();
+  this->SetModelCache(m_Models);
+}
+
+template <typename TElastix>
+void
+ImpactMetric<TElastix>::BeforeEachResolution()
+{
+  const Configuration & configuration = itk::Deref(Superclass2::GetConfiguration());
+  const unsigned int    level = this->m_Registration->GetAsITKBaseType()->GetCurrentLevel();
+
+  const impact::ParameterLookup lookup = [&configuration](const std::string & name)
+    -> std::optional<std::vector<std::string>> {
+    if (!configuration.HasParameter(name))
+    {
+      return std::nullopt;
+    }
+    return *configuration.template RetrieveValuesOfParameter<std::string>(name);
+  };
+  try
+  {
+    this->SetLevelConfig(impact::parseLevel(lookup, level));
+  }
+  catch (const impact::ParameterError & e)
+  {
+    itkExceptionMacro("IMPACT parameter error at resolution " << level << ": " << e.what());
+  }
+
+  impact::Engine::Options options;
+  options.seed = 121212;
+  configuration.ReadParameter(options.seed, "RandomSeed", 0, false);
+  options.seed += level; // a fresh but reproducible stream per level
+  options.info = [](const std::string & message) { log::info(message); };
+  options.warn = [](const std::string & message) { log::warn(message); };
+  this->SetEngineOptions(options);
+}
+
+template <typename TElastix>
+void
+ImpactMetric<TElastix>::Initialize()
+{
+  itk::TimeProbe timer;
+  timer.Start();
+  this->Superclass1::Initialize();
+  timer.Stop();
+  log::info(std::ostringstream{} << "Initialization of Impact metric took: "
+                                 << static_cast<std::int64_t>(timer.GetMean() * 1000) << " ms.");
+  const unsigned int level = this->m_Registration->GetAsITKBaseType()->GetCurrentLevel();
+  this->WriteFeatureMaps(level);
+}
+
+template <typename TElastix>
+void
+ImpactMetric<TElastix>::WriteFeatureMaps(unsigned int level) const
+{
+  const auto * engine = this->GetEngine();
+  const auto & directory = engine ? this->m_LevelConfig.featureMapDirectory : std::string{};
+  if (directory.empty() || engine->featureMaps().empty())
+  {
+    return;
+  }
+  std::error_code error;
+  std::filesystem::create_directories(directory, error); // mode 0777 less the user's umask
+  if (error)
+  {
+    itkExceptionMacro("IMPACT: cannot create WriteFeatureMaps directory \"" << directory << "\": " << error.message());
+  }
+  constexpr unsigned int D = Superclass1::Dimension;
+  using VectorImage = itk::VectorImage<float, D>;
+  auto write = [&](const impact::Geometry & g, const torch::Tensor & values, const std::string & name) {
+    auto                               image = VectorImage::New();
+    typename VectorImage::SizeType     size;
+    typename VectorImage::SpacingType  spacing;
+    typename VectorImage::PointType    origin;
+    typename VectorImage::DirectionType direction;
+    for (unsigned int a = 0; a < D; ++a)
+    {
+      size[a] = g.size[a];
+      spacing[a] = g.spacing[a];
+      origin[a] = g.origin[a];
+      for (unsigned int b = 0; b < D; ++b)
+      {
+        direction[a][b] = g.direction[a * D + b];
+      }
+    }
+    const auto channels = values.dim() > static_cast<int64_t>(D) ? values.size(-1) : 1;
+    image->SetRegions(size);
+    image->SetSpacing(spacing);
+    image->SetOrigin(origin);
+    image->SetDirection(direction);
+    image->SetNumberOfComponentsPerPixel(channels);
+    image->Allocate();
+    const auto data = values.to(torch::kFloat32).contiguous();
+    std::copy_n(data.data_ptr<float>(), data.numel(), image->GetBufferPointer());
+    auto writer = itk::ImageFileWriter<VectorImage>::New();
+    writer->SetImageIO(itk::MetaImageIO::New());
+    writer->SetInput(image);
+    writer->SetFileName((std::filesystem::path(directory) / name).string());
+    writer->Update();
+  };
+  const auto & cfg = this->m_LevelConfig;
+  for (size_t i = 0; i < engine->modelInputs().size(); ++i)
+  {
+    for (const auto & [side, spec, input] :
+         { std::tuple{ "Fixed", &cfg.fixedModels[i], &engine->modelInputs()[i].first },
+           std::tuple{ "Moving", &cfg.movingModels[i], &engine->modelInputs()[i].second } })
+    {
+      std::string name = std::string(side) + "_" + std::to_string(level);
+      for (auto v : spec->voxelSize)
+      {
+        std::ostringstream os;
+        os << v;
+        name += "_" + os.str();
+      }
+      write(input->geometry, input->values, name + ".mha");
+    }
+  }
+  for (size_t l = 0; l < engine->featureMaps().size(); ++l)
+  {
+    const auto & layer = cfg.layers[l];
+    for (const auto & [side, spec, map] :
+         { std::tuple{ "Fixed", &cfg.fixedModels[layer.model], &engine->featureMaps()[l].first },
+           std::tuple{ "Moving", &cfg.movingModels[layer.model], &engine->featureMaps()[l].second } })
+    {
+      const auto stem = std::filesystem::path(spec->path).stem().string();
+      const bool single = std::count(spec->layersMask.begin(), spec->layersMask.end(), '1') == 1;
+      const auto name = std::string(side) + "_" + std::to_string(level) + "_" + stem +
+                        (single ? "" : "_layer" + std::to_string(layer.output)) + ".mha";
+      write(map->geometry, map->features, name);
+    }
+  }
+  log::info("IMPACT: feature maps of resolution " + std::to_string(level) + " written to " + directory);
+}
+
+} // end namespace elastix
+
+#endif

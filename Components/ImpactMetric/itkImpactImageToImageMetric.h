@@ -1,0 +1,128 @@
+/*=========================================================================
+ * impact-elastix: the IMPACT similarity as an ITK metric.
+ *=========================================================================*/
+#ifndef itkImpactImageToImageMetric_h
+#define itkImpactImageToImageMetric_h
+
+#include "itkAdvancedImageToImageMetric.h"
+
+#include "core/Engine.h"
+
+#include <memory>
+
+namespace itk
+{
+
+/** \class ImpactImageToImageMetric
+ * \brief IMPACT: a semantic similarity comparing features of pretrained networks (Boussot et al.).
+ *
+ * Per call, the image sampler's fixed points x_i are mapped to y_i = T(x_i); the points inside the
+ * moving image and mask go to an impact::Engine, which returns S (eq. 6 or 9) and dS/dy_i (by
+ * backpropagation through the model in Jacobian mode, from B-spline feature maps in Static mode).
+ * This class only chains dS/dy_i with the sparse transform Jacobian dT(x_i)/dtheta (eq. 8, 10).
+ *
+ * The engine is rebuilt in Initialize(), i.e. once per resolution level, from the configuration
+ * given by SetLevelConfig().
+ */
+template <typename TFixedImage, typename TMovingImage>
+class ITK_TEMPLATE_EXPORT ImpactImageToImageMetric : public AdvancedImageToImageMetric<TFixedImage, TMovingImage>
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(ImpactImageToImageMetric);
+
+  using Self = ImpactImageToImageMetric;
+  using Superclass = AdvancedImageToImageMetric<TFixedImage, TMovingImage>;
+  using Pointer = SmartPointer<Self>;
+  using ConstPointer = SmartPointer<const Self>;
+
+  itkNewMacro(Self);
+  itkOverrideGetNameOfClassMacro(ImpactImageToImageMetric);
+
+  using typename Superclass::DerivativeType;
+  using typename Superclass::FixedImagePointType;
+  using typename Superclass::FixedImageType;
+  using typename Superclass::MeasureType;
+  using typename Superclass::MovingImagePointType;
+  using typename Superclass::MovingImageType;
+  using typename Superclass::NonZeroJacobianIndicesType;
+  using typename Superclass::ParametersType;
+  using MovingImageGradientType = typename Superclass::AdvancedTransformType::MovingImageGradientType;
+
+  static constexpr unsigned int Dimension = FixedImageType::ImageDimension;
+
+  /** What the next Initialize() builds the engine from. */
+  void
+  SetLevelConfig(const impact::LevelConfig & config)
+  {
+    m_LevelConfig = config;
+  }
+  void
+  SetModelCache(std::shared_ptr<impact::ModelCache> cache)
+  {
+    m_ModelCache = std::move(cache);
+  }
+  void
+  SetEngineOptions(const impact::Engine::Options & options)
+  {
+    m_EngineOptions = options;
+  }
+
+  /** The engine of the current level (after Initialize()). */
+  const impact::Engine *
+  GetEngine() const
+  {
+    return m_Engine.get();
+  }
+
+  void
+  Initialize() override;
+
+  MeasureType
+  GetValue(const ParametersType & parameters) const override;
+
+  void
+  GetDerivative(const ParametersType & parameters, DerivativeType & derivative) const override;
+
+  void
+  GetValueAndDerivative(const ParametersType & parameters,
+                        MeasureType &          value,
+                        DerivativeType &       derivative) const override;
+
+  /** An ITK image as a (*spatial) float32 tensor (a copy) with its geometry. */
+  template <typename TImage>
+  static std::pair<torch::Tensor, impact::Geometry>
+  ImageToTensor(const TImage & image);
+
+  /** The physical geometry of an ITK image's buffer. */
+  template <typename TImage>
+  static impact::Geometry
+  GeometryOf(const TImage & image);
+
+protected:
+  ImpactImageToImageMetric();
+  ~ImpactImageToImageMetric() override = default;
+
+private:
+  /** The sampler's points that map inside the moving image and mask: x_i and y_i as (N, D) float64. */
+  struct Samples
+  {
+    std::vector<FixedImagePointType> fixedPoints;
+    torch::Tensor                    fixed, moving;
+  };
+  Samples
+  CollectSamples(const ParametersType & parameters) const;
+
+  impact::LevelConfig                 m_LevelConfig;
+  std::shared_ptr<impact::ModelCache> m_ModelCache;
+  impact::Engine::Options             m_EngineOptions;
+  std::unique_ptr<impact::Engine>     m_Engine;
+  impact::Geometry                    m_MovingGeometry;
+};
+
+} // end namespace itk
+
+#ifndef ITK_MANUAL_INSTANTIATION
+#  include "itkImpactImageToImageMetric.hxx"
+#endif
+
+#endif

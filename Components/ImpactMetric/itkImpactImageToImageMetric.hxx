@@ -1,0 +1,215 @@
+/*=========================================================================
+ * impact-elastix: the IMPACT similarity as an ITK metric.
+ *=========================================================================*/
+#ifndef itkImpactImageToImageMetric_hxx
+#define itkImpactImageToImageMetric_hxx
+
+#include "itkImpactImageToImageMetric.h"
+
+#include <type_traits>
+
+namespace itk
+{
+
+template <typename TFixedImage, typename TMovingImage>
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::ImpactImageToImageMetric()
+{
+  this->SetUseImageSampler(true);
+  this->SetUseFixedImageLimiter(false);
+  this->SetUseMovingImageLimiter(false);
+  // Image gradients come from our own B-spline coefficients, not from ITK's gradient filter.
+  this->SetComputeGradient(false);
+}
+
+template <typename TFixedImage, typename TMovingImage>
+template <typename TImage>
+impact::Geometry
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::GeometryOf(const TImage & image)
+{
+  constexpr unsigned int     D = TImage::ImageDimension;
+  const auto                 region = image.GetBufferedRegion();
+  impact::Geometry           geometry;
+  typename TImage::PointType origin;
+  image.TransformIndexToPhysicalPoint(region.GetIndex(), origin);
+  for (unsigned int a = 0; a < D; ++a)
+  {
+    geometry.size.push_back(static_cast<int64_t>(region.GetSize()[a]));
+    geometry.origin.push_back(origin[a]);
+    geometry.spacing.push_back(image.GetSpacing()[a]);
+    for (unsigned int b = 0; b < D; ++b)
+    {
+      geometry.direction.push_back(image.GetDirection()[a][b]);
+    }
+  }
+  return geometry;
+}
+
+template <typename TFixedImage, typename TMovingImage>
+template <typename TImage>
+std::pair<torch::Tensor, impact::Geometry>
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::ImageToTensor(const TImage & image)
+{
+  const auto geometry = GeometryOf(image);
+  const auto region = image.GetBufferedRegion();
+  using Pixel = typename TImage::PixelType;
+  const auto shape = impact::tensorShape(geometry);
+  auto *     buffer = const_cast<Pixel *>(image.GetBufferPointer());
+  if constexpr (std::is_same_v<Pixel, float>)
+  {
+    return { torch::from_blob(buffer, shape, torch::kFloat32).clone(), geometry };
+  }
+  else if constexpr (std::is_same_v<Pixel, double>)
+  {
+    return { torch::from_blob(buffer, shape, torch::kFloat64).to(torch::kFloat32), geometry };
+  }
+  else
+  {
+    std::vector<float> values(buffer, buffer + region.GetNumberOfPixels());
+    return { torch::from_blob(values.data(), shape, torch::kFloat32).clone(), geometry };
+  }
+}
+
+template <typename TFixedImage, typename TMovingImage>
+void
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::Initialize()
+{
+  this->Superclass::Initialize();
+  if (!m_ModelCache)
+  {
+    itkExceptionMacro("IMPACT: no model cache set; SetModelCache() must be called before Initialize()");
+  }
+  m_Engine.reset(); // free the previous level's feature maps first
+  auto [fixed, fixedGeometry] = ImageToTensor(*this->GetFixedImage());
+  auto [moving, movingGeometry] = ImageToTensor(*this->GetMovingImage());
+  m_MovingGeometry = movingGeometry;
+  try
+  {
+    m_Engine = std::make_unique<impact::Engine>(m_LevelConfig,
+                                                *m_ModelCache,
+                                                impact::makeSideImage(fixed, fixedGeometry),
+                                                impact::makeSideImage(moving, movingGeometry),
+                                                m_EngineOptions);
+  }
+  catch (const std::exception & e)
+  {
+    itkExceptionMacro("IMPACT: " << e.what());
+  }
+}
+
+template <typename TFixedImage, typename TMovingImage>
+auto
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::CollectSamples(const ParametersType & parameters) const
+  -> Samples
+{
+  this->BeforeThreadedGetValueAndDerivative(parameters);
+  const auto & sampleContainer = *this->GetImageSampler()->GetOutput();
+  Samples      samples;
+  samples.fixedPoints.reserve(sampleContainer.size());
+  std::vector<double> fixed, moving;
+  fixed.reserve(sampleContainer.size() * Dimension);
+  moving.reserve(sampleContainer.size() * Dimension);
+  for (const auto & sample : sampleContainer)
+  {
+    const FixedImagePointType  x = sample.m_ImageCoordinates;
+    const MovingImagePointType y = this->TransformPoint(x);
+    if (!this->IsInsideMovingMask(y))
+    {
+      continue;
+    }
+    samples.fixedPoints.push_back(x);
+    for (unsigned int a = 0; a < Dimension; ++a)
+    {
+      fixed.push_back(x[a]);
+      moving.push_back(y[a]);
+    }
+  }
+  const auto n = static_cast<int64_t>(samples.fixedPoints.size());
+  samples.fixed = torch::from_blob(fixed.data(), { n, Dimension }, torch::kFloat64).clone();
+  samples.moving = torch::from_blob(moving.data(), { n, Dimension }, torch::kFloat64).clone();
+  // Keep the samples whose mapped point lies inside the moving image.
+  const auto inside = m_MovingGeometry.contains(samples.moving);
+  if (!inside.all().item<bool>())
+  {
+    const auto keep = torch::nonzero(inside).flatten();
+    samples.fixed = samples.fixed.index_select(0, keep);
+    samples.moving = samples.moving.index_select(0, keep);
+    std::vector<FixedImagePointType> kept;
+    const auto *                     k = keep.data_ptr<int64_t>();
+    for (int64_t i = 0; i < keep.numel(); ++i)
+    {
+      kept.push_back(samples.fixedPoints[k[i]]);
+    }
+    samples.fixedPoints.swap(kept);
+  }
+  this->m_NumberOfPixelsCounted = samples.fixedPoints.size();
+  this->CheckNumberOfSamples();
+  return samples;
+}
+
+template <typename TFixedImage, typename TMovingImage>
+auto
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetValue(const ParametersType & parameters) const -> MeasureType
+{
+  const auto samples = CollectSamples(parameters);
+  try
+  {
+    return m_Engine->evaluate(samples.fixed, samples.moving, false).value;
+  }
+  catch (const std::exception & e)
+  {
+    itkExceptionMacro(<< e.what());
+  }
+}
+
+template <typename TFixedImage, typename TMovingImage>
+void
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetDerivative(const ParametersType & parameters,
+                                                                   DerivativeType &       derivative) const
+{
+  MeasureType value{};
+  this->GetValueAndDerivative(parameters, value, derivative);
+}
+
+template <typename TFixedImage, typename TMovingImage>
+void
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const ParametersType & parameters,
+                                                                           MeasureType &          value,
+                                                                           DerivativeType &       derivative) const
+{
+  const auto             samples = CollectSamples(parameters);
+  impact::Engine::Result result;
+  try
+  {
+    result = m_Engine->evaluate(samples.fixed, samples.moving, true);
+  }
+  catch (const std::exception & e)
+  {
+    itkExceptionMacro(<< e.what());
+  }
+  value = result.value;
+  // eq. 8/10: dS/dtheta = sum_i dS/dy_i . dT(x_i)/dtheta, over the sparse Jacobian of each point.
+  derivative.SetSize(this->GetNumberOfParameters());
+  derivative.Fill(0.0);
+  const auto                 g = result.gradient.contiguous();
+  const double *             gi = g.data_ptr<double>();
+  DerivativeType             imageJacobian(this->m_AdvancedTransform->GetNumberOfNonZeroJacobianIndices());
+  NonZeroJacobianIndicesType nzji(imageJacobian.GetSize());
+  MovingImageGradientType    gradient;
+  for (size_t i = 0; i < samples.fixedPoints.size(); ++i, gi += Dimension)
+  {
+    for (unsigned int a = 0; a < Dimension; ++a)
+    {
+      gradient[a] = gi[a];
+    }
+    this->m_AdvancedTransform->EvaluateJacobianWithImageGradientProduct(
+      samples.fixedPoints[i], gradient, imageJacobian, nzji);
+    for (size_t j = 0; j < nzji.size(); ++j)
+    {
+      derivative[nzji[j]] += imageJacobian[j];
+    }
+  }
+}
+
+} // end namespace itk
+
+#endif

@@ -1,0 +1,85 @@
+"""Running the packaged elastix and transformix executables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import elastix_executable, transformix_executable
+
+
+class ElastixError(RuntimeError):
+    """elastix or transformix failed; the message carries elastix's own error text."""
+
+
+def _error_text(log: str) -> str:
+    lines = log.splitlines()
+    for marker in ("ERROR", "Error", "Description:", "IMPACT"):
+        hits = [i for i, ln in enumerate(lines) if marker in ln]
+        if hits:
+            start = max(0, hits[0] - 2)
+            return "\n".join(lines[start : start + 25])
+    return "\n".join(lines[-25:])
+
+
+def _run(cmd: list[str], out: Path, log_name: str, verbose: bool) -> subprocess.CompletedProcess[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    if verbose:
+        proc = subprocess.run(cmd, text=True, stdout=sys.stdout, stderr=subprocess.STDOUT)
+        log = (out / log_name).read_text(errors="replace") if (out / log_name).exists() else ""
+    else:
+        proc = subprocess.run(cmd, text=True, capture_output=True)
+        log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise ElastixError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}):\n{_error_text(log)}")
+    return proc
+
+
+def run_elastix(
+    fixed: str | Path,
+    moving: str | Path,
+    parameter_files: Sequence[str | Path],
+    out: str | Path,
+    *,
+    initial_transform: str | Path | None = None,
+    fixed_mask: str | Path | None = None,
+    moving_mask: str | Path | None = None,
+    threads: int | None = None,
+    verbose: bool = False,
+) -> Path:
+    """Runs ``elastix -f -m -p ... -out``; returns the last ``TransformParameters.N.txt``."""
+    out = Path(out)
+    cmd = [str(elastix_executable()), "-f", str(fixed), "-m", str(moving), "-out", str(out)]
+    for p in parameter_files:
+        cmd += ["-p", str(p)]
+    for flag, value in (("-t0", initial_transform), ("-fMask", fixed_mask), ("-mMask", moving_mask)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if threads is not None:
+        cmd += ["-threads", str(threads)]
+    _run(cmd, out, "elastix.log", verbose)
+    return out / f"TransformParameters.{len(parameter_files) - 1}.txt"
+
+
+def run_transformix(
+    transform_parameters: str | Path,
+    out: str | Path,
+    *,
+    image: str | Path | None = None,
+    points: str | Path | None = None,
+    deformation_field: bool = False,
+    verbose: bool = False,
+) -> Path:
+    """Runs ``transformix -tp ... -out`` with ``-in``, ``-def`` and/or ``-def all``; returns ``out``."""
+    out = Path(out)
+    cmd = [str(transformix_executable()), "-tp", str(transform_parameters), "-out", str(out)]
+    if image is not None:
+        cmd += ["-in", str(image)]
+    if points is not None:
+        cmd += ["-def", str(points)]
+    elif deformation_field:
+        cmd += ["-def", "all"]
+    _run(cmd, out, "transformix.log", verbose)
+    return out

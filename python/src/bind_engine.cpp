@@ -1,0 +1,77 @@
+// The per-level engine: S and dS/dy for sample points, as the elastix component computes them.
+#include "core/Engine.h"
+
+#include <torch/extension.h>
+
+namespace py = pybind11;
+
+namespace
+{
+impact::Geometry
+geometryFrom(const py::dict & g)
+{
+  impact::Geometry out;
+  out.size = g["size"].cast<std::vector<int64_t>>();
+  out.origin = g["origin"].cast<std::vector<double>>();
+  out.spacing = g["spacing"].cast<std::vector<double>>();
+  out.direction = g["direction"].cast<std::vector<double>>();
+  const auto d = out.size.size();
+  if (out.origin.size() != d || out.spacing.size() != d || out.direction.size() != d * d)
+  {
+    throw py::value_error("geometry needs size, origin, spacing (D values each) and direction (D*D values)");
+  }
+  return out;
+}
+
+struct PyEngine
+{
+  std::shared_ptr<impact::ModelCache> cache = std::make_shared<impact::ModelCache>();
+  std::unique_ptr<impact::Engine>     engine;
+};
+} // namespace
+
+void
+bind_engine(py::module_ & m)
+{
+  py::class_<PyEngine>(m, "Engine", "IMPACT similarity of one resolution level (Jacobian or Static mode).")
+    .def(py::init([](const std::map<std::string, std::vector<std::string>> & parameters,
+                     unsigned                                                level,
+                     const torch::Tensor &                                   fixed,
+                     const py::dict &                                        fixedGeometry,
+                     const torch::Tensor &                                   moving,
+                     const py::dict &                                        movingGeometry,
+                     uint64_t                                                seed) {
+           auto lookup = [&parameters](const std::string & name) -> std::optional<std::vector<std::string>> {
+             const auto it = parameters.find(name);
+             return it == parameters.end() ? std::nullopt : std::optional(it->second);
+           };
+           auto                    self = std::make_unique<PyEngine>();
+           impact::Engine::Options options;
+           options.seed = seed;
+           self->engine = std::make_unique<impact::Engine>(impact::parseLevel(lookup, level),
+                                                           *self->cache,
+                                                           impact::makeSideImage(fixed, geometryFrom(fixedGeometry)),
+                                                           impact::makeSideImage(moving, geometryFrom(movingGeometry)),
+                                                           options);
+           return self;
+         }),
+         py::arg("parameters"),
+         py::arg("level"),
+         py::arg("fixed"),
+         py::arg("fixed_geometry"),
+         py::arg("moving"),
+         py::arg("moving_geometry"),
+         py::arg("seed") = 121212,
+         "parameters: {name: [entries]} as in an elastix map; images: (*spatial) tensors (z, y, x); "
+         "geometries: dicts with size, origin, spacing (x first) and a row-major direction.")
+    .def(
+      "evaluate",
+      [](PyEngine & self, const torch::Tensor & fixedPoints, const torch::Tensor & movingPoints, bool withGradient) {
+        const auto result = self.engine->evaluate(fixedPoints, movingPoints, withGradient);
+        return py::make_tuple(result.value, withGradient ? py::cast(result.gradient) : py::none());
+      },
+      py::arg("fixed_points"),
+      py::arg("moving_points"),
+      py::arg("with_gradient") = true,
+      "S and dS/dy (N, D) for world points x (N, D) and y = T(x) (N, D).");
+}

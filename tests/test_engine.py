@@ -1,0 +1,99 @@
+"""The engine's dS/dy against finite differences of S, in both modes, for every distance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from impact_elastix import _core
+
+DISTANCES = ["L1", "L2", "Cosine", "L1Cosine", "Dice", "NCC", "DotProduct"]
+
+
+def interior_points(geometry: dict, n: int, margin: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    size = torch.tensor(geometry["size"], dtype=torch.float64)
+    spacing = torch.tensor(geometry["spacing"], dtype=torch.float64)
+    origin = torch.tensor(geometry["origin"], dtype=torch.float64)
+    index = margin + torch.rand(n, len(size), generator=g, dtype=torch.float64) * (size - 1 - 2 * margin)
+    return origin + index * spacing  # identity direction in the test data
+
+
+def directional_check(engine: _core.Engine, x: torch.Tensor, y: torch.Tensor, h: float) -> tuple[float, float]:
+    """(analytic, finite-difference) derivative of S along a random direction of all y_i."""
+    value, gradient = engine.evaluate(x, y, True)
+    assert gradient.shape == y.shape and gradient.dtype == torch.float64
+    v = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    plus, _ = engine.evaluate(x, y + h * v, False)
+    minus, _ = engine.evaluate(x, y - h * v, False)
+    assert value == pytest.approx(engine.evaluate(x, y, False)[0], rel=1e-5)
+    return float((gradient * v).sum()), (plus - minus) / (2 * h)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_jacobian_mode_gradient_2d(brain: tuple, mind2d: Path, distance: str) -> None:
+    image, geometry = brain
+    params = {"ModelsPath": [str(mind2d)], "Dimension": ["2"], "PatchSize": ["7*7"], "VoxelSize": ["1*1"],
+              "SubsetFeatures": ["0"], "Distance": [distance], "Mode": ["Jacobian"]}
+    engine = _core.Engine(params, 0, image, geometry, image, geometry)
+    x = interior_points(geometry, 64, 8, seed=0)
+    analytic, numeric = directional_check(engine, x, x + 1.3, h=0.02)
+    assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-5)
+
+
+@pytest.mark.parametrize("distance", ["L1", "L2", "Cosine", "NCC"])
+def test_jacobian_mode_gradient_3d(lung_crop: tuple, m730: Path, distance: str) -> None:
+    fixed, fixed_geometry, moving, moving_geometry = lung_crop
+    params = {"ModelsPath": [str(m730)], "PatchSize": ["5*5*5"], "VoxelSize": ["1.5*1.5*1.5"],
+              "SubsetFeatures": ["0"], "Distance": [distance]}
+    engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
+    x = interior_points(fixed_geometry, 32, 6, seed=1)
+    analytic, numeric = directional_check(engine, x, x + 0.7, h=0.02)
+    assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-5)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_static_mode_gradient(lung_crop: tuple, m730: Path, distance: str) -> None:
+    fixed, fixed_geometry, moving, moving_geometry = lung_crop
+    params = {"ModelsPath": [str(m730)], "PatchSize": ["0*0*0"], "VoxelSize": ["1.5*1.5*1.5"],
+              "SubsetFeatures": ["0"], "Distance": [distance], "Mode": ["Static"]}
+    engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
+    x = interior_points(fixed_geometry, 200, 6, seed=2)
+    analytic, numeric = directional_check(engine, x, x + 0.9, h=0.01)
+    assert analytic == pytest.approx(numeric, rel=0.03, abs=1e-6)
+
+
+def test_static_tiles_match_the_whole_image(lung_crop: tuple, mind2d: Path, brain: tuple) -> None:
+    """MIND is local: tiled feature maps equal the whole-image ones away from tile borders."""
+    image, geometry = brain
+    base = {"ModelsPath": [str(mind2d)], "Dimension": ["2"], "VoxelSize": ["1*1"], "SubsetFeatures": ["0"],
+            "Mode": ["Static"], "Distance": ["L2"]}
+    whole = _core.Engine({**base, "PatchSize": ["0*0"]}, 0, image, geometry, image, geometry)
+    tiled = _core.Engine({**base, "PatchSize": ["48*48"]}, 0, image, geometry, image, geometry)
+    x = interior_points(geometry, 300, 10, seed=3)
+    y = x + 2.0
+    assert tiled.evaluate(x, y, False)[0] == pytest.approx(whole.evaluate(x, y, False)[0], rel=0.05)
+
+
+def test_value_is_zero_at_identity_and_grows_with_misalignment(lung_crop: tuple, m730: Path) -> None:
+    fixed, fixed_geometry, _, _ = lung_crop
+    params = {"ModelsPath": [str(m730)], "SubsetFeatures": ["0"]}
+    engine = _core.Engine(params, 0, fixed, fixed_geometry, fixed, fixed_geometry)
+    x = interior_points(fixed_geometry, 64, 6, seed=4)
+    values = [engine.evaluate(x, x + shift, False)[0] for shift in (0.0, 1.0, 3.0)]
+    assert values[0] == pytest.approx(0.0, abs=1e-6)
+    assert values[0] < values[1] < values[2]
+
+
+def test_random_seed_makes_subsets_reproducible(lung_crop: tuple, m730: Path) -> None:
+    fixed, fixed_geometry, moving, moving_geometry = lung_crop
+    params = {"ModelsPath": [str(m730)], "SubsetFeatures": ["8"]}
+    x = interior_points(fixed_geometry, 32, 6, seed=5)
+    runs = []
+    for seed in (7, 7, 8):
+        engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry, seed)
+        runs.append([engine.evaluate(x, x, False)[0] for _ in range(3)])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
