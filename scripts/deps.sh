@@ -188,10 +188,9 @@ ITK_SRC=$(get_source $ITK_DEB "$ITK_DEB_REV")/tree
 ELASTIX_SRC=$(get_source $ELASTIX_DEB "$ELASTIX_DEB_REV")/tree
 elastix_flags "$ELASTIX_SRC"
 
-# The SDK prefix is keyed by versions, compiler, every flag and the export list (not by where this
-# clone lives), so a change of any makes a new one and every clone shares it.
-cp "$HERE/elastix-exports.list" "$CACHE/elastix-exports.list"
-KEY=$( { echo "$ITK_DEB_REV $ELASTIX_DEB_REV $(c++ --version | head -1)"; printf '%s\n' "${ITK_FLAGS[@]}" "${ELASTIX_FLAGS[@]}" | sed "s|$CACHE|CACHE|g"; cat "$HERE/elastix-exports.list"; } \
+# The SDK prefix is keyed by versions, compiler and every flag (not by where this clone lives), so a
+# change of any makes a new one and every clone shares it. The export list only relinks (below).
+KEY=$( { echo "$ITK_DEB_REV $ELASTIX_DEB_REV $(c++ --version | head -1)"; printf '%s\n' "${ITK_FLAGS[@]}" "${ELASTIX_FLAGS[@]}" | sed "s|$CACHE|CACHE|g"; } \
        | sha256sum | cut -c1-12)
 SDK=$CACHE/sdk/itk-${ITK_DEB_REV%-*}_elastix-${ELASTIX_DEB_REV%-*}_$KEY
 [ "${1:-}" = "--sdk-path" ] && { echo "$SDK"; exit 0; }
@@ -200,12 +199,28 @@ if [ ! -f "$SDK/.itk-done" ]; then
   touch "$SDK/.itk-done"
 fi
 if [ ! -f "$SDK/.elastix-done" ]; then
+  cp "$HERE/elastix-exports.list" "$CACHE/elastix-exports.list"
   ITK_DIR=$(dirname "$(find "$SDK/lib/cmake" -name ITKConfig.cmake | head -1)")
   cmake_build elastix "$ELASTIX_SRC" "$SDK" "${ELASTIX_FLAGS[@]}" -DITK_DIR="$ITK_DIR"
   # Our plugin compiles against elastix's source headers; the tests use its Testing/Data.
   echo "$ELASTIX_SRC" > "$SDK/elastix-source-dir"
   touch "$SDK/.elastix-done"
 fi
+# Relink the executables when the export list changed (ninja does not track the list's content).
+EXPORTS=$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)
+if [ ! -f "$SDK/.exports-$EXPORTS" ]; then
+  cp "$HERE/elastix-exports.list" "$CACHE/elastix-exports.list"
+  bld=$CACHE/build/$(basename "$SDK")-elastix
+  rm -f "$bld/bin/elastix" "$bld/bin/transformix" "$SDK"/.exports-*
+  if [ -f "$SDK/.elastix-done" ]; then
+    log "relinking elastix and transformix with the export list"
+    cmake --build "$bld" --target elastix_exe transformix_exe > "$bld/relink.log" 2>&1 \
+      && cmake --install "$bld" > "$bld/install.log" 2>&1 || die "relinking failed (log: $bld/relink.log)"
+  fi
+  touch "$SDK/.exports-$EXPORTS"
+fi
+nm -D --defined-only "$SDK/bin/elastix" | grep -q _ZN7elastix3log4info \
+  || die "$SDK/bin/elastix does not export elastix::log (plugin messages would be lost)"
 ln -sfn "$SDK" "$CACHE/sdk/current"
 ccache -s 2>/dev/null | grep -iE "hits|cache size" | sed 's/^/[deps] ccache: /' >&2 || true
 echo "$SDK"

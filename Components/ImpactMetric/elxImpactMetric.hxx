@@ -77,7 +77,7 @@ void
 ImpactMetric<TElastix>::WriteFeatureMaps(unsigned int level) const
 {
   const auto * engine = this->GetEngine();
-  const auto & directory = engine ? this->m_LevelConfig.featureMapDirectory : std::string{};
+  const auto & directory = engine ? this->GetLevelConfig().featureMapDirectory : std::string{};
   if (directory.empty() || engine->featureMaps().empty())
   {
     return;
@@ -121,7 +121,7 @@ ImpactMetric<TElastix>::WriteFeatureMaps(unsigned int level) const
     writer->SetFileName((std::filesystem::path(directory) / name).string());
     writer->Update();
   };
-  const auto & cfg = this->m_LevelConfig;
+  const auto & cfg = this->GetLevelConfig();
   for (size_t i = 0; i < engine->modelInputs().size(); ++i)
   {
     for (const auto & [side, spec, input] :

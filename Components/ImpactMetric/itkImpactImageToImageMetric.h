@@ -67,6 +67,12 @@ public:
     m_EngineOptions = options;
   }
 
+  const impact::LevelConfig &
+  GetLevelConfig() const
+  {
+    return m_LevelConfig;
+  }
+
   /** The engine of the current level (after Initialize()). */
   const impact::Engine *
   GetEngine() const

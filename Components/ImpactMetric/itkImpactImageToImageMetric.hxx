@@ -128,13 +128,13 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::CollectSamples(const Parame
   samples.moving = torch::from_blob(moving.data(), { n, Dimension }, torch::kFloat64).clone();
   // Keep the samples whose mapped point lies inside the moving image.
   const auto inside = m_MovingGeometry.contains(samples.moving);
-  if (!inside.all().item<bool>())
+  if (!inside.all().item().toBool())
   {
     const auto keep = torch::nonzero(inside).flatten();
     samples.fixed = samples.fixed.index_select(0, keep);
     samples.moving = samples.moving.index_select(0, keep);
     std::vector<FixedImagePointType> kept;
-    const auto *                     k = keep.data_ptr<int64_t>();
+    const auto *                     k = keep.template data_ptr<int64_t>();
     for (int64_t i = 0; i < keep.numel(); ++i)
     {
       kept.push_back(samples.fixedPoints[k[i]]);
@@ -191,7 +191,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const
   derivative.SetSize(this->GetNumberOfParameters());
   derivative.Fill(0.0);
   const auto                 g = result.gradient.contiguous();
-  const double *             gi = g.data_ptr<double>();
+  const double *             gi = g.template data_ptr<double>();
   DerivativeType             imageJacobian(this->m_AdvancedTransform->GetNumberOfNonZeroJacobianIndices());
   NonZeroJacobianIndicesType nzji(imageJacobian.GetSize());
   MovingImageGradientType    gradient;

@@ -15,12 +15,12 @@ class ElastixError(RuntimeError):
 
 
 def _error_text(log: str) -> str:
+    """The part of an elastix log that says what went wrong: ITK's exception description first."""
     lines = log.splitlines()
-    for marker in ("ERROR", "Error", "Description:", "IMPACT"):
-        hits = [i for i, ln in enumerate(lines) if marker in ln]
+    for marker in ("Description:", "ERROR", "Error"):
+        hits = [i for i, ln in enumerate(lines) if marker in ln and "is not installed" not in ln]
         if hits:
-            start = max(0, hits[0] - 2)
-            return "\n".join(lines[start : start + 25])
+            return "\n".join(lines[hits[0] : hits[0] + 20])
     return "\n".join(lines[-25:])
 
 

@@ -54,6 +54,9 @@ def bspline_map(metric: ParameterMap, *, resolutions: int = 2, iterations: int =
         "NewSamplesEveryIteration": True,
         "CheckNumberOfSamples": True,
         "RandomSeed": 121212,
+        # ASGD's step-size estimation takes one "exact" gradient over this many samples (elastix's
+        # default is 100000): each is a patch through the network, and a few thousand suffice.
+        "NumberOfSamplesForExactGradient": 4000,
         "WriteResultImage": False,
         "ResultImageFormat": "mha",
     }

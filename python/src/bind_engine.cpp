@@ -48,11 +48,12 @@ bind_engine(py::module_ & m)
            auto                    self = std::make_unique<PyEngine>();
            impact::Engine::Options options;
            options.seed = seed;
-           self->engine = std::make_unique<impact::Engine>(impact::parseLevel(lookup, level),
-                                                           *self->cache,
-                                                           impact::makeSideImage(fixed, geometryFrom(fixedGeometry)),
-                                                           impact::makeSideImage(moving, geometryFrom(movingGeometry)),
-                                                           options);
+           const auto config = impact::parseLevel(lookup, level);
+           const auto fg = geometryFrom(fixedGeometry);
+           const auto mg = geometryFrom(movingGeometry);
+           py::gil_scoped_release noGil; // autograd runs in the model checks
+           self->engine = std::make_unique<impact::Engine>(
+             config, *self->cache, impact::makeSideImage(fixed, fg), impact::makeSideImage(moving, mg), options);
            return self;
          }),
          py::arg("parameters"),
@@ -67,7 +68,11 @@ bind_engine(py::module_ & m)
     .def(
       "evaluate",
       [](PyEngine & self, const torch::Tensor & fixedPoints, const torch::Tensor & movingPoints, bool withGradient) {
-        const auto result = self.engine->evaluate(fixedPoints, movingPoints, withGradient);
+        impact::Engine::Result result;
+        {
+          py::gil_scoped_release noGil;
+          result = self.engine->evaluate(fixedPoints, movingPoints, withGradient);
+        }
         return py::make_tuple(result.value, withGradient ? py::cast(result.gradient) : py::none());
       },
       py::arg("fixed_points"),

@@ -104,10 +104,9 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
     // Probe both sides; Static mode with whole-axis patches probes a small grid.
     const std::vector<int64_t> probeSize(fspec.dimension, 32);
     const auto                 fprobe = probeModel(*pair.fixed, fspec, probeSize);
-    const auto                 mprobe = &mspec == &fspec || mspec.path == fspec.path && mspec.patchSize == fspec.patchSize &&
-                                            mspec.channels == fspec.channels
-                                          ? fprobe
-                                          : probeModel(*pair.moving, mspec, probeSize);
+    const bool sameInput = mspec.path == fspec.path && mspec.patchSize == fspec.patchSize &&
+                           mspec.channels == fspec.channels && mspec.layersMask == fspec.layersMask;
+    const auto mprobe = sameInput ? fprobe : probeModel(*pair.moving, mspec, probeSize);
     size_t                     fo = 0, mo = 0;
     for (;; ++fo, ++mo)
     {
