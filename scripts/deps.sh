@@ -38,6 +38,13 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     || die "could not install ${need_pkgs[*]} with apt-get"
 fi
 export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+
+# One build at a time per cache (CMake's configure step may call this script while a user runs it).
+if [ "${1:-}" != "--sdk-path" ] && [ -z "${IMPACT_DEPS_LOCKED:-}" ]; then
+  exec 9>"$CACHE/.lock"
+  flock -n 9 || { log "another deps.sh is building in $CACHE; waiting for it"; flock 9; }
+  export IMPACT_DEPS_LOCKED=1
+fi
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 
 # --- sources from Debian ------------------------------------------------------------------------
@@ -204,7 +211,7 @@ if [ ! -f "$SDK/.elastix-done" ]; then
   cmake_build elastix "$ELASTIX_SRC" "$SDK" "${ELASTIX_FLAGS[@]}" -DITK_DIR="$ITK_DIR"
   # Our plugin compiles against elastix's source headers; the tests use its Testing/Data.
   echo "$ELASTIX_SRC" > "$SDK/elastix-source-dir"
-  touch "$SDK/.elastix-done"
+  touch "$SDK/.elastix-done" "$SDK/.exports-$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)"
 fi
 # Relink the executables when the export list changed (ninja does not track the list's content).
 EXPORTS=$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)

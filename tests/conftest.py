@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from impact_elastix.data import elastix_testing_data
 from impact_elastix.mha import read_geometry
 
@@ -39,7 +39,10 @@ def read_mha(path: Path) -> tuple[torch.Tensor, dict]:
         text.split("ElementType = ")[1].split()[0]
     ]
     count = int(np.prod(g.size))
-    values = np.frombuffer(path.read_bytes()[header_end:], dtype=dtype, count=count).astype(np.float32)
+    payload = path.read_bytes()[header_end:]
+    if "CompressedData = True" in text:
+        payload = zlib.decompress(payload)
+    values = np.frombuffer(payload, dtype=dtype, count=count).astype(np.float32)
     geometry = {
         "size": [int(v) for v in g.size],
         "origin": [float(v) for v in g.origin],
@@ -63,7 +66,8 @@ def lung_crop(data: Path) -> tuple[torch.Tensor, dict, torch.Tensor, dict]:
         image, geometry = read_mha(data / name)
         crop = image[40:72, 50:98, 30:78].contiguous()
         geometry = dict(geometry)
-        geometry["origin"] = [o + s * i for o, s, i in zip(geometry["origin"], geometry["spacing"], (30, 50, 40))]
+        start = (30, 50, 40)  # x, y, z voxel index of the crop
+        geometry["origin"] = [o + s * i for o, s, i in zip(geometry["origin"], geometry["spacing"], start, strict=True)]
         geometry["size"] = [48, 48, 32]
         out += [(crop - crop.mean()) / crop.std(), geometry]
     return tuple(out)

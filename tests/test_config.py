@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from impact_elastix import _core
 
 SEED = {
@@ -63,15 +62,27 @@ def test_defaults_follow_the_paper() -> None:
     assert c["mode"] == "Jacobian" and c["gpu"] == -1 and c["features_map_update_interval"] == -1
     (m,) = c["fixed_models"]
     assert (m["dimension"], m["channels"], m["patch_size"], m["voxel_size"], m["layers_mask"]) == (
-        3, 1, [5, 5, 5], [1.5, 1.5, 1.5], "1")
+        3,
+        1,
+        [5, 5, 5],
+        [1.5, 1.5, 1.5],
+        "1",
+    )
     (layer,) = c["layers"]
     assert (layer["subset_features"], layer["distance"], layer["weight"], layer["pca"]) == (32, "L2", 1.0, 0)
 
 
 def test_fixed_and_moving_models() -> None:
     c = _core.parse_level(
-        {"FixedModelsPath": ["f.pt"], "MovingModelsPath": ["m.pt"], "MovingPatchSize": ["7*7*7"],
-         "FixedLayersMask": ["1"], "MovingLayersMask": ["01"]}, 0)
+        {
+            "FixedModelsPath": ["f.pt"],
+            "MovingModelsPath": ["m.pt"],
+            "MovingPatchSize": ["7*7*7"],
+            "FixedLayersMask": ["1"],
+            "MovingLayersMask": ["01"],
+        },
+        0,
+    )
     assert c["fixed_models"][0]["path"] == "f.pt" and c["moving_models"][0]["path"] == "m.pt"
     assert c["fixed_models"][0]["patch_size"] == [5, 5, 5] and c["moving_models"][0]["patch_size"] == [7, 7, 7]
 
@@ -105,8 +116,10 @@ BAD = [
     ({"ModelsPath": ["a.pt"], "GPU": ["gpu0"]}, r'"gpu0" is not a CUDA device index'),
     ({"ModelsPath": ["a.pt"], "ImpactModelsPath0": ["a.pt"]}, r"both ModelsPath and ImpactModelsPath0 are set"),
     ({"FixedModelsPath": ["a.pt"]}, r"must be given together"),
-    ({"FixedModelsPath": ["a.pt"], "MovingModelsPath": ["b.pt"], "MovingLayersMask": ["11"]},
-     r"select different numbers of layers"),
+    (
+        {"FixedModelsPath": ["a.pt"], "MovingModelsPath": ["b.pt"], "MovingLayersMask": ["11"]},
+        r"select different numbers of layers",
+    ),
 ]
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import impact_elastix
 import numpy as np
 import pytest
-
-import impact_elastix
 from impact_elastix.executables import ElastixError, run_elastix
 from impact_elastix.lung import landmark_tre, lung_case, register
 from impact_elastix.maps import bspline_map, impact_metric, write_parameter_map
@@ -30,8 +29,9 @@ def lung() -> object:
 
 def test_plugin_is_shipped_beside_the_executables() -> None:
     assert impact_elastix.elastix_executable().exists() and impact_elastix.transformix_executable().exists()
-    symbols = subprocess.run(["nm", "-D", "--defined-only", str(impact_elastix.plugin_path())],
-                             capture_output=True, text=True, check=True).stdout
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", str(impact_elastix.plugin_path())], capture_output=True, text=True, check=True
+    ).stdout
     assert " T ImpactMetricInstallComponent" in symbols
 
 
@@ -51,9 +51,19 @@ def test_lung_registration_lowers_landmark_tre(tmp_path: Path, lung: object, m73
 
 def test_masks_multi_model_and_2d_model_on_3d(tmp_path: Path, lung: object, m730: Path, mind2d: Path) -> None:
     metric = impact_metric(m730)
-    metric.update({"ModelsPath": f"{m730} {mind2d}", "Dimension": "3 2", "NumberOfChannels": "1 1",
-                   "PatchSize": "5*5*5 7*7", "VoxelSize": "1.5*1.5*1.5 1.5*1.5", "LayersMask": "1 1",
-                   "SubsetFeatures": "16 0", "LayersWeight": "1 0.5", "Distance": "L2 L1"})
+    metric.update(
+        {
+            "ModelsPath": f"{m730} {mind2d}",
+            "Dimension": "3 2",
+            "NumberOfChannels": "1 1",
+            "PatchSize": "5*5*5 7*7",
+            "VoxelSize": "1.5*1.5*1.5 1.5*1.5",
+            "LayersMask": "1 1",
+            "SubsetFeatures": "16 0",
+            "LayersWeight": "1 0.5",
+            "Distance": "L2 L1",
+        }
+    )
     params = lung_map(tmp_path, metric, iterations=20)
     transform = register(lung, params, tmp_path, masks=True)
     assert landmark_tre(lung, transform).mean() < landmark_tre(lung, lung.affine).mean()
@@ -62,37 +72,63 @@ def test_masks_multi_model_and_2d_model_on_3d(tmp_path: Path, lung: object, m730
 def test_fixed_and_moving_specific_models(tmp_path: Path, lung: object, m730: Path, mind2d: Path) -> None:
     metric = impact_metric(m730, mode="Static", patch_size="0*0*0")
     del metric["ModelsPath"]
-    metric.update({"FixedModelsPath": str(m730), "MovingModelsPath": str(m730), "MovingVoxelSize": "1.5*1.5*1.5",
-                   "FixedPatchSize": "0*0*0", "MovingPatchSize": "48*48*48"})
+    metric.update(
+        {
+            "FixedModelsPath": str(m730),
+            "MovingModelsPath": str(m730),
+            "MovingVoxelSize": "1.5*1.5*1.5",
+            "FixedPatchSize": "0*0*0",
+            "MovingPatchSize": "48*48*48",
+        }
+    )
     params = lung_map(tmp_path, metric, iterations=20, resolutions=1)
     transform = register(lung, params, tmp_path)
     assert landmark_tre(lung, transform).mean() < landmark_tre(lung, lung.affine).mean()
 
 
 def test_elastix_531_spelling_and_feature_maps(tmp_path: Path, lung: object, m730: Path) -> None:
-    metric = {"Metric": "Impact", "ImpactModelsPath0": str(m730), "ImpactDimension0": "3",
-              "ImpactNumberOfChannels0": "1", "ImpactPatchSize0": [0, 0, 0], "ImpactVoxelSize0": [3, 3, 3],
-              "ImpactLayersMask0": "1", "ImpactSubsetFeatures0": 8, "ImpactLayersWeight0": 1,
-              "ImpactDistance0": "L1", "ImpactPCA0": 4, "ImpactMode": "Static", "ImpactGPU": -1,
-              "ImpactWriteFeatureMaps": str(tmp_path / "features")}
+    metric = {
+        "Metric": "Impact",
+        "ImpactModelsPath0": str(m730),
+        "ImpactDimension0": "3",
+        "ImpactNumberOfChannels0": "1",
+        "ImpactPatchSize0": [0, 0, 0],
+        "ImpactVoxelSize0": [3, 3, 3],
+        "ImpactLayersMask0": "1",
+        "ImpactSubsetFeatures0": 8,
+        "ImpactLayersWeight0": 1,
+        "ImpactDistance0": "L1",
+        "ImpactPCA0": 4,
+        "ImpactMode": "Static",
+        "ImpactGPU": -1,
+        "ImpactWriteFeatureMaps": str(tmp_path / "features"),
+    }
     params = lung_map(tmp_path, metric, iterations=5, resolutions=1)
     register(lung, params, tmp_path)
     written = sorted(p.name for p in (tmp_path / "features").iterdir())
-    assert written == ["Fixed_0_3_3_3.mha", "Fixed_0_M730_1_Layers.mha",
-                       "Moving_0_3_3_3.mha", "Moving_0_M730_1_Layers.mha"]
+    assert written == [
+        "Fixed_0_3_3_3.mha",
+        "Fixed_0_M730_1_Layers.mha",
+        "Moving_0_3_3_3.mha",
+        "Moving_0_M730_1_Layers.mha",
+    ]
     header = (tmp_path / "features" / "Fixed_0_M730_1_Layers.mha").read_text(errors="ignore")
     assert "ElementNumberOfChannels = 4" in header  # PCA 4
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"Distance": "L3"}, 'unknown distance "L3"; allowed: L1, L2, Cosine, L1Cosine, Dice, NCC, DotProduct'),
-    ({"LayersMask": "01"}, 'LayersMask "01" has 2 character(s) but model'),
-    ({"PatchSize": "3*3*3"}, "is smaller than the field of view 5*5*5 of its output 1"),
-    ({"ModelsPath": "/nonexistent/model.pt"}, 'model file "/nonexistent/model.pt" does not exist'),
-    ({"WriteFeatureMaps": "true"}, 'expects "false" or the directory'),
-])
-def test_bad_maps_stop_elastix_with_a_clear_message(tmp_path: Path, lung: object, m730: Path, change: dict,
-                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"Distance": "L3"}, 'unknown distance "L3"; allowed: L1, L2, Cosine, L1Cosine, Dice, NCC, DotProduct'),
+        ({"LayersMask": "01"}, 'LayersMask "01" has 2 character(s) but model'),
+        ({"PatchSize": "3*3*3"}, "is smaller than the field of view 5*5*5 of its output 1"),
+        ({"ModelsPath": "/nonexistent/model.pt"}, 'model file "/nonexistent/model.pt" does not exist'),
+        ({"WriteFeatureMaps": "true"}, 'expects "false" or the directory'),
+    ],
+)
+def test_bad_maps_stop_elastix_with_a_clear_message(
+    tmp_path: Path, lung: object, m730: Path, change: dict, message: str
+) -> None:
     metric = impact_metric(m730)
     metric.update(change)
     params = lung_map(tmp_path, metric, iterations=2, resolutions=1)

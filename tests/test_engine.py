@@ -1,4 +1,9 @@
-"""The engine's dS/dy against finite differences of S, in both modes, for every distance."""
+"""The engine's dS/dy against finite differences of S, in both modes, for every distance.
+
+Finite differences need a smooth S: the per-distance checks use a small smooth TorchScript model
+(conv + tanh); the real models (M730 with LeakyReLU, MIND with min/clamp) have kinks and are
+checked with L2 only.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,32 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from impact_elastix import _core
 
 DISTANCES = ["L1", "L2", "Cosine", "L1Cosine", "Dice", "NCC", "DotProduct"]
+# |f - m| has a kink wherever a feature difference changes sign, which biases finite differences
+# (more the larger the step, float32 noise grows the smaller): L1 and L1Cosine get a loose bound.
+# The chain rule itself is checked tightly by the smooth distances.
+TOLERANCE = {"L1": 0.25, "L1Cosine": 0.25}
+
+
+class Smooth(torch.nn.Module):
+    def __init__(self, dimension: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = (torch.nn.Conv3d if dimension == 3 else torch.nn.Conv2d)(1, 6, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.tanh(self.conv(x))]
+
+
+@pytest.fixture(scope="module")
+def smooth(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    paths = {}
+    for dimension in (2, 3):
+        paths[dimension] = tmp_path_factory.mktemp("models") / f"smooth{dimension}d.pt"
+        torch.jit.script(Smooth(dimension)).save(str(paths[dimension]))
+    return paths
 
 
 def interior_points(geometry: dict, n: int, margin: float, seed: int) -> torch.Tensor:
@@ -33,43 +60,88 @@ def directional_check(engine: _core.Engine, x: torch.Tensor, y: torch.Tensor, h:
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_jacobian_mode_gradient_2d(brain: tuple, mind2d: Path, distance: str) -> None:
+def test_jacobian_mode_gradient_2d(brain: tuple, smooth: dict, distance: str) -> None:
     image, geometry = brain
-    params = {"ModelsPath": [str(mind2d)], "Dimension": ["2"], "PatchSize": ["7*7"], "VoxelSize": ["1*1"],
-              "SubsetFeatures": ["0"], "Distance": [distance], "Mode": ["Jacobian"]}
+    params = {
+        "ModelsPath": [str(smooth[2])],
+        "Dimension": ["2"],
+        "PatchSize": ["7*7"],
+        "VoxelSize": ["1*1"],
+        "SubsetFeatures": ["0"],
+        "Distance": [distance],
+        "Mode": ["Jacobian"],
+    }
     engine = _core.Engine(params, 0, image, geometry, image, geometry)
     x = interior_points(geometry, 64, 8, seed=0)
-    analytic, numeric = directional_check(engine, x, x + 1.3, h=0.02)
-    assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-5)
-
-
-@pytest.mark.parametrize("distance", ["L1", "L2", "Cosine", "NCC"])
-def test_jacobian_mode_gradient_3d(lung_crop: tuple, m730: Path, distance: str) -> None:
-    fixed, fixed_geometry, moving, moving_geometry = lung_crop
-    params = {"ModelsPath": [str(m730)], "PatchSize": ["5*5*5"], "VoxelSize": ["1.5*1.5*1.5"],
-              "SubsetFeatures": ["0"], "Distance": [distance]}
-    engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
-    x = interior_points(fixed_geometry, 32, 6, seed=1)
-    analytic, numeric = directional_check(engine, x, x + 0.7, h=0.02)
-    assert analytic == pytest.approx(numeric, rel=0.05, abs=1e-5)
+    analytic, numeric = directional_check(engine, x, x + 1.3, h=0.005 if distance in TOLERANCE else 0.01)
+    assert analytic == pytest.approx(numeric, rel=TOLERANCE.get(distance, 0.03))
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_static_mode_gradient(lung_crop: tuple, m730: Path, distance: str) -> None:
+def test_jacobian_mode_gradient_3d(lung_crop: tuple, smooth: dict, distance: str) -> None:
     fixed, fixed_geometry, moving, moving_geometry = lung_crop
-    params = {"ModelsPath": [str(m730)], "PatchSize": ["0*0*0"], "VoxelSize": ["1.5*1.5*1.5"],
-              "SubsetFeatures": ["0"], "Distance": [distance], "Mode": ["Static"]}
+    params = {
+        "ModelsPath": [str(smooth[3])],
+        "PatchSize": ["5*5*5"],
+        "VoxelSize": ["1.5*1.5*1.5"],
+        "SubsetFeatures": ["0"],
+        "Distance": [distance],
+    }
+    engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
+    x = interior_points(fixed_geometry, 128, 6, seed=1)
+    analytic, numeric = directional_check(engine, x, x + 0.7, h=0.005 if distance in TOLERANCE else 0.01)
+    assert analytic == pytest.approx(numeric, rel=TOLERANCE.get(distance, 0.03))
+
+
+def test_jacobian_mode_gradient_real_model(lung_crop: tuple, m730: Path) -> None:
+    fixed, fixed_geometry, moving, moving_geometry = lung_crop
+    params = {"ModelsPath": [str(m730)], "SubsetFeatures": ["0"], "Distance": ["L2"]}
+    engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
+    x = interior_points(fixed_geometry, 32, 6, seed=1)
+    analytic, numeric = directional_check(engine, x, x + 0.7, h=0.02)
+    assert analytic == pytest.approx(numeric, rel=0.05)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_static_mode_gradient(lung_crop: tuple, smooth: dict, distance: str) -> None:
+    fixed, fixed_geometry, moving, moving_geometry = lung_crop
+    params = {
+        "ModelsPath": [str(smooth[3])],
+        "PatchSize": ["0*0*0"],
+        "VoxelSize": ["1.5*1.5*1.5"],
+        "SubsetFeatures": ["0"],
+        "Distance": [distance],
+        "Mode": ["Static"],
+    }
     engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
     x = interior_points(fixed_geometry, 200, 6, seed=2)
-    analytic, numeric = directional_check(engine, x, x + 0.9, h=0.01)
-    assert analytic == pytest.approx(numeric, rel=0.03, abs=1e-6)
+    analytic, numeric = directional_check(engine, x, x + 0.9, h=0.005 if distance in TOLERANCE else 0.01)
+    assert analytic == pytest.approx(numeric, rel=TOLERANCE.get(distance, 0.03))
+
+
+def test_jacobian_chunks_add_up_to_one_batch(lung_crop: tuple, m730: Path) -> None:
+    """A memory budget splits the samples into chunks; S and dS/dy must not change."""
+    fixed, fixed_geometry, moving, moving_geometry = lung_crop
+    params = {"ModelsPath": [str(m730)], "SubsetFeatures": ["0"], "Distance": ["L1"]}
+    x = interior_points(fixed_geometry, 50, 6, seed=6)
+    whole = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
+    chunked = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry, max_batch_elements=1 << 21)
+    (v1, g1), (v2, g2) = whole.evaluate(x, x + 0.5), chunked.evaluate(x, x + 0.5)
+    assert v1 == pytest.approx(v2, rel=1e-5)
+    torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-8)
 
 
 def test_static_tiles_match_the_whole_image(lung_crop: tuple, mind2d: Path, brain: tuple) -> None:
     """MIND is local: tiled feature maps equal the whole-image ones away from tile borders."""
     image, geometry = brain
-    base = {"ModelsPath": [str(mind2d)], "Dimension": ["2"], "VoxelSize": ["1*1"], "SubsetFeatures": ["0"],
-            "Mode": ["Static"], "Distance": ["L2"]}
+    base = {
+        "ModelsPath": [str(mind2d)],
+        "Dimension": ["2"],
+        "VoxelSize": ["1*1"],
+        "SubsetFeatures": ["0"],
+        "Mode": ["Static"],
+        "Distance": ["L2"],
+    }
     whole = _core.Engine({**base, "PatchSize": ["0*0"]}, 0, image, geometry, image, geometry)
     tiled = _core.Engine({**base, "PatchSize": ["48*48"]}, 0, image, geometry, image, geometry)
     x = interior_points(geometry, 300, 10, seed=3)

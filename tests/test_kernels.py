@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from impact_elastix import _core
 
 DISTANCES = ["L1", "L2", "Cosine", "L1Cosine", "Dice", "NCC", "DotProduct"]
@@ -46,8 +45,9 @@ def test_bspline_reproduces_linear_functions_inside() -> None:
     values, gradient = _core.bspline_sample(coefficients, index, True)
     expected = 0.5 * index[:, 0] - 2.0 * index[:, 1] + 0.25 * index[:, 2]
     torch.testing.assert_close(values[:, 0].double(), expected, atol=1e-3, rtol=0)
-    torch.testing.assert_close(gradient[:, 0].double(), torch.tensor([0.5, -2.0, 0.25]).expand(40, 3).double(),
-                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        gradient[:, 0].double(), torch.tensor([0.5, -2.0, 0.25]).expand(40, 3).double(), atol=1e-3, rtol=0
+    )
 
 
 @pytest.mark.parametrize("name", DISTANCES)
@@ -78,5 +78,5 @@ def test_distance_formulas() -> None:
 
 
 def test_unknown_distance_names_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match="unknown distance \"L3\"; allowed: L1, L2, Cosine"):
+    with pytest.raises(ValueError, match='unknown distance "L3"; allowed: L1, L2, Cosine'):
         _core.distance("L3", torch.zeros(1, 1), torch.zeros(1, 1))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from impact_elastix import _core
 
 
@@ -48,21 +47,30 @@ def test_corrupt_model_file(lung_crop: tuple, tmp_path: Path) -> None:
 
 
 def test_layers_mask_longer_than_the_outputs(lung_crop: tuple, m730: Path) -> None:
-    with pytest.raises(ValueError, match=r'LayersMask "01" has 2 character\(s\) but model ".*M730_1_Layers.pt" '
-                                         r"returns 1 output\(s\)"):
+    with pytest.raises(
+        ValueError,
+        match=r'LayersMask "01" has 2 character\(s\) but model ".*M730_1_Layers.pt" '
+        r"returns 1 output\(s\)",
+    ):
         engine({"ModelsPath": [str(m730)], "LayersMask": ["01"]}, lung_crop)
 
 
 def test_layers_mask_shorter_than_the_outputs(lung_crop: tuple, scripted: callable) -> None:
     path = scripted(TwoOutputs(), "two.pt")
-    with pytest.raises(ValueError, match=r'LayersMask "1" has 1 character\(s\) but .* returns 2 output\(s\); give '
-                                         r'one 0/1 per output, e.g. "01"'):
+    with pytest.raises(
+        ValueError,
+        match=r'LayersMask "1" has 1 character\(s\) but .* returns 2 output\(s\); give '
+        r'one 0/1 per output, e.g. "01"',
+    ):
         engine({"ModelsPath": [str(path)], "LayersMask": ["1"]}, lung_crop)
 
 
 def test_patch_smaller_than_the_field_of_view(lung_crop: tuple, m730: Path) -> None:
-    with pytest.raises(ValueError, match=r'\(PatchSize "3\*3\*3"\) of model ".*" is smaller than the field of view '
-                                         r"5\*5\*5 of its output 1; use at least 5\*5\*5"):
+    with pytest.raises(
+        ValueError,
+        match=r'\(PatchSize "3\*3\*3"\) of model ".*" is smaller than the field of view '
+        r"5\*5\*5 of its output 1; use at least 5\*5\*5",
+    ):
         engine({"ModelsPath": [str(m730)], "PatchSize": ["3*3*3"]}, lung_crop)
 
 
@@ -86,8 +94,11 @@ def test_model_returning_nan(lung_crop: tuple, scripted: callable) -> None:
 def test_gpu_without_cuda(lung_crop: tuple, m730: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(RuntimeError, match=r"\(GPU 0\) asks for a CUDA device, but the installed torch has none.*"
-                                           r"Set \(GPU -1\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"\(GPU 0\) asks for a CUDA device, but the installed torch has none.*"
+        r"Set \(GPU -1\)",
+    ):
         engine({"ModelsPath": [str(m730)], "GPU": ["0"]}, lung_crop)
     engine({"ModelsPath": [str(m730)], "GPU": ["0"], "GPUFallback": ["true"]}, lung_crop)  # falls back
 
@@ -95,5 +106,4 @@ def test_gpu_without_cuda(lung_crop: tuple, m730: Path) -> None:
 def test_fixed_and_moving_features_must_match(lung_crop: tuple, m730: Path, scripted: callable) -> None:
     path = scripted(TwoOutputs(), "two.pt")
     with pytest.raises(ValueError, match=r"cannot be compared: their features have shapes"):
-        engine({"FixedModelsPath": [str(m730)], "MovingModelsPath": [str(path)], "MovingLayersMask": ["01"]},
-               lung_crop)
+        engine({"FixedModelsPath": [str(m730)], "MovingModelsPath": [str(path)], "MovingLayersMask": ["01"]}, lung_crop)

@@ -39,7 +39,9 @@ namespace elastix
  *   precomputed per level). One entry per level. Default: Jacobian.
  * \parameter GPU: CUDA device index, -1 = CPU. Default: -1.
  * \parameter GPUFallback: "true" runs on the CPU with a warning when CUDA is missing. Default: false.
- * \parameter FeaturesMapUpdateInterval: Static mode: -1 = feature maps once per level. Default: -1.
+ * \parameter FeaturesMapUpdateInterval: Static mode: -1 = feature maps once per level; N > 0 also
+ *   recomputes the moving features every N iterations on the moving image warped by the current
+ *   transform. Default: -1.
  * \parameter WriteFeatureMaps: "false" or a directory; Static mode writes the model inputs and the
  *   feature maps of each level there as .mha. Default: false.
  * \parameter RandomSeed: seed of the channel subsets and 2D planes (the sampler has its own). Default: 121212.
@@ -83,6 +85,10 @@ public:
   void
   Initialize() override;
 
+  /** Static mode: recomputes the moving features every FeaturesMapUpdateInterval iterations. */
+  void
+  AfterEachIteration() override;
+
 protected:
   ImpactMetric() = default;
   ~ImpactMetric() override = default;
@@ -94,6 +100,7 @@ private:
   WriteFeatureMaps(unsigned int level) const;
 
   std::shared_ptr<impact::ModelCache> m_Models;
+  unsigned int                        m_IterationsThisLevel{ 0 };
 };
 
 } // end namespace elastix

@@ -56,6 +56,20 @@ ImpactMetric<TElastix>::BeforeEachResolution()
   options.info = [](const std::string & message) { log::info(message); };
   options.warn = [](const std::string & message) { log::warn(message); };
   this->SetEngineOptions(options);
+  m_IterationsThisLevel = 0;
+}
+
+template <typename TElastix>
+void
+ImpactMetric<TElastix>::AfterEachIteration()
+{
+  const auto & config = this->GetLevelConfig();
+  ++m_IterationsThisLevel;
+  if (config.mode == impact::Mode::Static && config.featuresMapUpdateInterval > 0 &&
+      m_IterationsThisLevel % config.featuresMapUpdateInterval == 0)
+  {
+    this->UpdateMovingFeatures(this->m_Registration->GetAsITKBaseType()->GetOptimizer()->GetCurrentPosition());
+  }
 }
 
 template <typename TElastix>

@@ -83,6 +83,11 @@ public:
   void
   Initialize() override;
 
+  /** Static mode with FeaturesMapUpdateInterval > 0: recomputes the moving feature maps on the moving
+   *  image warped by the transform with these parameters. */
+  void
+  UpdateMovingFeatures(const ParametersType & parameters);
+
   MeasureType
   GetValue(const ParametersType & parameters) const override;
 

@@ -97,6 +97,44 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::Initialize()
 }
 
 template <typename TFixedImage, typename TMovingImage>
+void
+ImpactImageToImageMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const ParametersType & parameters)
+{
+  this->SetTransformParameters(parameters);
+  const auto mapping = [this](const torch::Tensor & points) {
+    const auto in = points.to(torch::kFloat64).contiguous();
+    auto       out = torch::empty_like(in);
+    const auto p = in.template data_ptr<double>();
+    const auto q = out.template data_ptr<double>();
+    // TransformPoint is const and thread-safe; the grid has millions of points.
+    at::parallel_for(0, in.size(0), 4096, [&](int64_t begin, int64_t end) {
+      FixedImagePointType x;
+      for (int64_t i = begin; i < end; ++i)
+      {
+        for (unsigned int a = 0; a < Dimension; ++a)
+        {
+          x[a] = p[i * Dimension + a];
+        }
+        const auto y = this->TransformPoint(x);
+        for (unsigned int a = 0; a < Dimension; ++a)
+        {
+          q[i * Dimension + a] = y[a];
+        }
+      }
+    });
+    return out;
+  };
+  try
+  {
+    m_Engine->updateMovingFeatures(mapping);
+  }
+  catch (const std::exception & e)
+  {
+    itkExceptionMacro("IMPACT: " << e.what());
+  }
+}
+
+template <typename TFixedImage, typename TMovingImage>
 auto
 ImpactImageToImageMetric<TFixedImage, TMovingImage>::CollectSamples(const ParametersType & parameters) const
   -> Samples

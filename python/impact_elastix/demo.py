@@ -1,6 +1,6 @@
 """Registers the elastix lung CT pair with IMPACT and prints the landmark TRE before and after.
 
-    python -m impact_elastix.demo [--mode Jacobian|Static] [--out DIR]
+python -m impact_elastix.demo [--mode Jacobian|Static] [--out DIR]
 """
 
 from __future__ import annotations

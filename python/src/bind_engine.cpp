@@ -40,7 +40,8 @@ bind_engine(py::module_ & m)
                      const py::dict &                                        fixedGeometry,
                      const torch::Tensor &                                   moving,
                      const py::dict &                                        movingGeometry,
-                     uint64_t                                                seed) {
+                     uint64_t                                                seed,
+                     int64_t                                                 maxBatchElements) {
            auto lookup = [&parameters](const std::string & name) -> std::optional<std::vector<std::string>> {
              const auto it = parameters.find(name);
              return it == parameters.end() ? std::nullopt : std::optional(it->second);
@@ -48,6 +49,7 @@ bind_engine(py::module_ & m)
            auto                    self = std::make_unique<PyEngine>();
            impact::Engine::Options options;
            options.seed = seed;
+           options.maxBatchElements = maxBatchElements;
            const auto config = impact::parseLevel(lookup, level);
            const auto fg = geometryFrom(fixedGeometry);
            const auto mg = geometryFrom(movingGeometry);
@@ -63,6 +65,7 @@ bind_engine(py::module_ & m)
          py::arg("moving"),
          py::arg("moving_geometry"),
          py::arg("seed") = 121212,
+         py::arg("max_batch_elements") = impact::Engine::Options{}.maxBatchElements,
          "parameters: {name: [entries]} as in an elastix map; images: (*spatial) tensors (z, y, x); "
          "geometries: dicts with size, origin, spacing (x first) and a row-major direction.")
     .def(

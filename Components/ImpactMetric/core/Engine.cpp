@@ -4,6 +4,7 @@
 #include "Patches.h"
 
 #include <chrono>
+#include <iostream>
 #include <cmath>
 #include <sstream>
 
@@ -81,6 +82,14 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
   , m_Options(std::move(options))
   , m_Generator(at::make_generator<at::CPUGeneratorImpl>(m_Options.seed))
 {
+  if (!m_Options.info)
+  {
+    m_Options.info = [](const std::string &) {};
+  }
+  if (!m_Options.warn)
+  {
+    m_Options.warn = [](const std::string & message) { std::cerr << message << std::endl; };
+  }
   const auto device = resolveDevice(m_Config, m_Options.warn);
   const int  imageDim = m_Fixed.geometry.dim();
   if (imageDim != 2 && imageDim != 3)
@@ -107,6 +116,20 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
     const bool sameInput = mspec.path == fspec.path && mspec.patchSize == fspec.patchSize &&
                            mspec.channels == fspec.channels && mspec.layersMask == fspec.layersMask;
     const auto mprobe = sameInput ? fprobe : probeModel(*pair.moving, mspec, probeSize);
+    for (const auto * probe : { &fprobe, &mprobe })
+    {
+      int64_t elements = 1;
+      for (auto p : (probe == &fprobe ? fspec : mspec).patchSize)
+      {
+        elements *= std::max<int64_t>(p, 1);
+      }
+      elements *= fspec.channels;
+      for (const auto & shape : probe->outputShapes)
+      {
+        elements += c10::multiply_integers(shape);
+      }
+      pair.elementsPerSample += elements;
+    }
     size_t                     fo = 0, mo = 0;
     for (;; ++fo, ++mo)
     {
@@ -146,11 +169,8 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
                                  std::to_string(output + 1) + "; use at least " + sizeText(fov));
           }
         }
-        if (m_Options.info)
-        {
-          m_Options.info("IMPACT: model \"" + spec->path + "\" output " + std::to_string(output + 1) + ": " +
-                         std::to_string(fs[1]) + " channels, field of view " + sizeText(fov) + " voxels");
-        }
+        m_Options.info("IMPACT: model \"" + spec->path + "\" output " + std::to_string(output + 1) + ": " +
+                       std::to_string(fs[1]) + " channels, field of view " + sizeText(fov) + " voxels");
       }
     }
     m_Models.push_back(pair);
@@ -183,7 +203,8 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
       auto & f = fmaps.at(k);
       auto & m = mmaps.at(k);
       ++k;
-      applyPCA(f, m, layer.pca);
+      m_PCA.push_back(applyPCA(f, m, layer.pca));
+      m_Displacement.emplace_back();
       std::ostringstream os;
       os << "IMPACT Static: model \"" << fspec.path << "\" output " << layer.output + 1 << ": feature maps "
          << sizeText(f.geometry.size) << " (fixed) and " << sizeText(m.geometry.size) << " (moving) voxels x "
@@ -191,22 +212,63 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
       f.finalize(keep);
       m.finalize(keep);
       m_Maps.emplace_back(std::move(f), std::move(m));
-      if (m_Options.info)
-      {
-        m_Options.info(os.str());
-      }
+      m_Options.info(os.str());
     }
     if (keep)
     {
       m_Inputs.emplace_back(std::move(fixedInput), std::move(movingInput));
     }
-    if (m_Options.info)
+    std::ostringstream os;
+    os << "IMPACT Static: features of model \"" << fspec.path << "\" computed in " << seconds(start) << " s";
+    m_Options.info(os.str());
+  }
+}
+
+void
+Engine::updateMovingFeatures(const PointMapping & transform)
+{
+  if (m_Config.mode != Mode::Static)
+  {
+    return;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const int  dim = m_Fixed.geometry.dim();
+  for (size_t i = 0; i < m_Models.size(); ++i)
+  {
+    const auto &   mspec = m_Config.movingModels[i];
+    ResampledImage warped;
+    warped.geometry = modelGrid(m_Fixed.geometry, mspec.voxelSize);
+    const auto points = warped.geometry.worldPoints();
+    const auto mapped = transform(points);
+    const auto shape = tensorShape(warped.geometry);
+    warped.values = std::get<0>(bsplineSample(m_Moving.coefficients, m_Moving.geometry.worldToIndex(mapped), false))
+                      .reshape(shape);
+    auto displacement = std::make_shared<FeatureMap>();
+    displacement->geometry = warped.geometry;
+    auto displacementShape = shape;
+    displacementShape.push_back(dim);
+    displacement->features = (mapped - points).to(torch::kFloat32).reshape(displacementShape);
+    displacement->finalize(false);
+    auto mctx = m_Moving.context;
+    mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
+    auto   maps = computeFeatureMaps(*m_Models[i].moving, mspec, warped, mctx, m_Options.maxBatchVoxels);
+    size_t k = 0;
+    for (size_t l = 0; l < m_Config.layers.size(); ++l)
     {
-      std::ostringstream os;
-      os << "IMPACT Static: features of model \"" << fspec.path << "\" computed in " << seconds(start) << " s";
-      m_Options.info(os.str());
+      if (m_Config.layers[l].model != static_cast<int>(i))
+      {
+        continue;
+      }
+      auto & map = maps.at(k++);
+      m_PCA[l].apply(map);
+      map.finalize(false);
+      m_Maps[l].second = std::move(map);
+      m_Displacement[l] = displacement;
     }
   }
+  std::ostringstream os;
+  os << "IMPACT Static: moving feature maps recomputed on the warped moving image in " << seconds(start) << " s";
+  m_Options.info(os.str());
 }
 
 torch::Tensor
@@ -231,6 +293,42 @@ Engine::patchAxes(const ModelSpec & spec, int64_t n)
 
 double
 Engine::evaluateJacobianModel(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient)
+{
+  // Every distance but NCC is a mean of per-sample terms, so chunks of samples (bounded memory)
+  // add up exactly with weights n_chunk / N. NCC correlates across all samples: one chunk.
+  const auto n = x.size(0);
+  bool       ncc = false;
+  for (const auto & layer : m_Config.layers)
+  {
+    ncc = ncc || (layer.model == static_cast<int>(model) && layer.distance == Distance::NCC);
+  }
+  // Activations of hidden layers are not known; count them as 8x the inputs and outputs.
+  const auto chunk = ncc ? n : std::max<int64_t>(1, m_Options.maxBatchElements / (8 * m_Models[model].elementsPerSample));
+  if (chunk >= n)
+  {
+    return evaluateJacobianChunk(model, x, y, gradient);
+  }
+  double value = 0;
+  for (int64_t start = 0; start < n; start += chunk)
+  {
+    const auto    len = std::min(chunk, n - start);
+    torch::Tensor part;
+    if (gradient)
+    {
+      part = torch::zeros({ len, x.size(1) }, torch::kFloat64);
+    }
+    const double w = static_cast<double>(len) / n;
+    value += w * evaluateJacobianChunk(model, x.narrow(0, start, len), y.narrow(0, start, len), gradient ? &part : nullptr);
+    if (gradient)
+    {
+      gradient->narrow(0, start, len).add_(part, w);
+    }
+  }
+  return value;
+}
+
+double
+Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient)
 {
   const auto & fspec = m_Config.fixedModels[model];
   const auto & mspec = m_Config.movingModels[model];
@@ -340,7 +438,13 @@ Engine::evaluateStaticLayer(size_t index, const torch::Tensor & x, const torch::
   const auto & layer = m_Config.layers[index];
   const auto & [fixedMap, movingMap] = m_Maps[index];
   auto f = std::get<0>(bsplineSample(fixedMap.coefficients, fixedMap.geometry.worldToIndex(x), false));
-  auto [m, dm] = bsplineSample(movingMap.coefficients, movingMap.geometry.worldToIndex(y), gradient != nullptr);
+  // After an update the moving map lives on the fixed grid, warped by T_k: read it at y - u_k(x).
+  auto at = y;
+  if (const auto & u = m_Displacement[index])
+  {
+    at = y - std::get<0>(bsplineSample(u->coefficients, u->geometry.worldToIndex(x), false)).to(torch::kFloat64);
+  }
+  auto [m, dm] = bsplineSample(movingMap.coefficients, movingMap.geometry.worldToIndex(at), gradient != nullptr);
   if (const auto subset = channelSubset(layer, f.size(1)); subset.defined())
   {
     f = f.index_select(1, subset);

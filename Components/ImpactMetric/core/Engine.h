@@ -41,7 +41,8 @@ public:
   struct Options
   {
     uint64_t    seed{ 0 };                 // channel subsets and 2D planes
-    int64_t     maxBatchVoxels{ 1 << 24 }; // model input voxels per call: the memory budget
+    int64_t     maxBatchVoxels{ 1 << 24 }; // Static: model input voxels per call
+    int64_t     maxBatchElements{ 1 << 26 }; // Jacobian: activation elements per chunk of samples (~256 MB)
     LogFunction info;
     LogFunction warn;
   };
@@ -60,6 +61,15 @@ public:
   Result
   evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & movingPoints, bool withGradient);
 
+  /** Maps world points (N, D) float64 of the fixed domain through the current transform. */
+  using PointMapping = std::function<torch::Tensor(const torch::Tensor &)>;
+
+  /** Static mode, FeaturesMapUpdateInterval > 0: recomputes the moving features from the moving image
+   *  warped by the current transform T_k onto the fixed grid. Afterwards a sample is read at
+   *  x_i + T(x_i) - T_k(x_i), so that S and its gradient stay those of eq. 9-10 to first order. */
+  void
+  updateMovingFeatures(const PointMapping & transform);
+
   /** Static mode: the feature maps of each selected layer (fixed, moving), and the images the models saw. */
   const std::vector<std::pair<FeatureMap, FeatureMap>> &
   featureMaps() const
@@ -76,6 +86,7 @@ private:
   struct Pair
   {
     std::shared_ptr<Model> fixed, moving;
+    int64_t                elementsPerSample{ 1 }; // patch voxels x (input + output channels), both sides
   };
 
   torch::Tensor
@@ -85,6 +96,8 @@ private:
   double
   evaluateJacobianModel(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
   double
+  evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
+  double
   evaluateStaticLayer(size_t layer, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
 
   LevelConfig                                          m_Config;
@@ -92,6 +105,8 @@ private:
   Options                                              m_Options;
   std::vector<Pair>                                    m_Models;
   std::vector<std::pair<FeatureMap, FeatureMap>>       m_Maps;   // Static: one per selected layer
+  std::vector<PCAProjection>                           m_PCA;    // Static: one per selected layer
+  std::vector<std::shared_ptr<FeatureMap>>             m_Displacement; // per layer: T_k(p) - p after an update
   std::vector<std::pair<ResampledImage, ResampledImage>> m_Inputs; // Static: one per model
   torch::Generator                                     m_Generator;
 };

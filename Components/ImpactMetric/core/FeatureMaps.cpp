@@ -47,16 +47,22 @@ FeatureMap::finalize(bool keepFeatures)
   }
 }
 
-ResampledImage
-resampleForModel(const torch::Tensor & coefficients, const Geometry & geometry, const std::vector<double> & voxelSize)
+Geometry
+modelGrid(const Geometry & geometry, const std::vector<double> & voxelSize)
 {
   auto spacing = voxelSize;
   for (int a = static_cast<int>(spacing.size()); a < geometry.dim(); ++a)
   {
     spacing.push_back(geometry.spacing[a]); // a 2D model on a 3D image: keep the slice spacing
   }
+  return geometry.resampled(spacing);
+}
+
+ResampledImage
+resampleForModel(const torch::Tensor & coefficients, const Geometry & geometry, const std::vector<double> & voxelSize)
+{
   ResampledImage out;
-  out.geometry = geometry.resampled(spacing);
+  out.geometry = modelGrid(geometry, voxelSize);
   const auto index = geometry.worldToIndex(out.geometry.worldPoints());
   out.values = std::get<0>(bsplineSample(coefficients, index, false)).reshape(tensorShape(out.geometry));
   return out;
@@ -84,7 +90,9 @@ computeFeatureMaps(const Model &          model,
   }
   auto run = [&](const torch::Tensor & input) { // (B', *p) -> outputs (B', C, *o) on the CPU
     torch::InferenceMode guard;
-    auto outs = model.forward(input.unsqueeze(1).expand({ -1, spec.channels }).contiguous(), context);
+    auto shape = input.unsqueeze(1).sizes().vec();
+    shape[1] = spec.channels; // a grey image fed to a model that wants more channels
+    auto outs = model.forward(input.unsqueeze(1).expand(shape).contiguous(), context);
     for (auto & o : outs)
     {
       o = o.to(torch::kCPU, torch::kFloat32);
@@ -217,12 +225,25 @@ computeFeatureMaps(const Model &          model,
 }
 
 void
+PCAProjection::apply(FeatureMap & map) const
+{
+  if (!basis.defined())
+  {
+    return;
+  }
+  const auto c = map.features.size(-1);
+  auto       shape = map.features.sizes().vec();
+  shape.back() = basis.size(1);
+  map.features = torch::matmul(map.features.reshape({ -1, c }) - mean, basis).reshape(shape).contiguous();
+}
+
+PCAProjection
 applyPCA(FeatureMap & fixed, FeatureMap & moving, int64_t components)
 {
   const auto c = fixed.features.size(-1);
   if (components <= 0 || components >= c)
   {
-    return;
+    return {};
   }
   const auto f = fixed.features.reshape({ -1, c });
   const auto m = moving.features.reshape({ -1, c });
@@ -232,18 +253,16 @@ applyPCA(FeatureMap & fixed, FeatureMap & moving, int64_t components)
     auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
     rows = rows.index_select(0, torch::randperm(rows.size(0), gen, torch::kLong).narrow(0, 0, 200000));
   }
-  const auto mean = rows.mean(0, true);
-  const auto centred = rows - mean;
-  const auto cov = torch::matmul(centred.t(), centred) / std::max<int64_t>(1, rows.size(0) - 1);
-  const auto eig = torch::linalg_eigh(cov); // ascending eigenvalues
-  const auto basis = std::get<1>(eig).narrow(1, c - components, components).flip({ 1 }).to(torch::kFloat32);
-  const auto mean32 = mean.to(torch::kFloat32);
-  for (auto * map : { &fixed, &moving })
-  {
-    auto shape = map->features.sizes().vec();
-    shape.back() = components;
-    map->features = torch::matmul(map->features.reshape({ -1, c }) - mean32, basis).reshape(shape).contiguous();
-  }
+  const auto    mean = rows.mean(0, true);
+  const auto    centred = rows - mean;
+  const auto    cov = torch::matmul(centred.t(), centred) / std::max<int64_t>(1, rows.size(0) - 1);
+  const auto    eig = torch::linalg_eigh(cov); // ascending eigenvalues
+  PCAProjection projection;
+  projection.basis = std::get<1>(eig).narrow(1, c - components, components).flip({ 1 }).to(torch::kFloat32);
+  projection.mean = mean.to(torch::kFloat32);
+  projection.apply(fixed);
+  projection.apply(moving);
+  return projection;
 }
 
 } // namespace impact

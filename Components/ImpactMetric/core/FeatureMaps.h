@@ -47,9 +47,24 @@ computeFeatureMaps(const Model &          model,
                    const ModelContext &   context,
                    int64_t                maxBatchVoxels);
 
-/** Projects the features of a fixed and a moving map onto their first `components` principal
- *  components, fitted on both together so that the two stay comparable. */
-void
+/** The grid a model sees: `geometry` at `voxelSize` (model dimension d; a 2D model on a 3D image
+ *  keeps the image's own spacing along the third axis). */
+Geometry
+modelGrid(const Geometry & geometry, const std::vector<double> & voxelSize);
+
+/** A projection onto principal components: features (*, C) -> (features - mean) basis, (*, K). */
+struct PCAProjection
+{
+  torch::Tensor mean;  // (1, C)
+  torch::Tensor basis; // (C, K); undefined = identity (no PCA)
+
+  void
+  apply(FeatureMap & map) const;
+};
+
+/** Fits the first `components` principal components on a fixed and a moving map together, so that
+ *  the two stay comparable, and projects both. Returns the projection (for later moving maps). */
+PCAProjection
 applyPCA(FeatureMap & fixed, FeatureMap & moving, int64_t components);
 
 } // namespace impact
