@@ -12,6 +12,8 @@
 #include "itkVectorImage.h"
 #include <itkDeref.h>
 
+#include <ATen/Parallel.h>
+
 #include <filesystem>
 
 namespace elastix
@@ -23,6 +25,21 @@ ImpactMetric<TElastix>::BeforeRegistration()
 {
   m_Models = std::make_shared<impact::ModelCache>();
   this->SetModelCache(m_Models);
+  // elastix -threads N bounds torch's intra-op pool too (otherwise torch takes every core).
+  const Configuration & configuration = itk::Deref(Superclass2::GetConfiguration());
+  const std::string     threads = configuration.GetCommandLineArgument("-threads");
+  if (!threads.empty())
+  {
+    try
+    {
+      at::set_num_threads(std::max(1, std::stoi(threads)));
+    }
+    catch (const std::exception &)
+    {
+      itkExceptionMacro("IMPACT: -threads \"" << threads << "\" is not a thread count");
+    }
+  }
+  log::info("IMPACT: torch runs with " + std::to_string(at::get_num_threads()) + " thread(s)");
 }
 
 template <typename TElastix>

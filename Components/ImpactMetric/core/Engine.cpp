@@ -159,6 +159,10 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
       for (const auto & [spec, model, output] :
            { std::tuple{ &fspec, pair.fixed.get(), fo }, std::tuple{ &mspec, pair.moving.get(), mo } })
       {
+        if (spec == &mspec && sameInput && fo == mo)
+        {
+          continue; // the same model and input as the fixed side: checked and reported already
+        }
         const auto fov = model->fieldOfView(*spec, static_cast<int>(output));
         for (int a = 0; a < spec->dimension; ++a)
         {
