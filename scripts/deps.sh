@@ -148,11 +148,12 @@ ELASTIX_COMPONENTS=(MultiResolutionRegistration MultiMetricMultiResolutionRegist
 # The executables export elastix's logging functions so that a plugin built from this very cache
 # writes into the host's elastix.log (a plugin loaded by any other elastix keeps its own copy).
 # $ORIGIN/../lib is where dlopen("libImpactMetric.so") looks, beside the executables.
+ELASTIX_EXTRA_FLAGS=(-DELASTIX_USE_OPENCL=OFF -DUSE_ALL_COMPONENTS=OFF
+  "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--dynamic-list=$CACHE/elastix-exports.list"
+  "-DCMAKE_INSTALL_RPATH=\$ORIGIN/../lib")
 elastix_flags() {
   local src=$1
-  ELASTIX_FLAGS=("${COMMON_FLAGS[@]}" -DELASTIX_USE_OPENCL=OFF -DUSE_ALL_COMPONENTS=OFF
-    "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--dynamic-list=$CACHE/elastix-exports.list"
-    "-DCMAKE_INSTALL_RPATH=\$ORIGIN/../lib")
+  ELASTIX_FLAGS=("${COMMON_FLAGS[@]}" "${ELASTIX_EXTRA_FLAGS[@]}")
   local name
   for name in $(grep -rhoiE '^[ \t]*ADD_ELXCOMPONENT\([ \t]*[A-Za-z0-9_]+' "$src/Components" \
                 | sed -E 's/.*\([ \t]*//' | sort -u); do
@@ -197,8 +198,15 @@ elastix_flags "$ELASTIX_SRC"
 
 # The SDK prefix is keyed by versions, compiler and every flag (not by where this clone lives), so a
 # change of any makes a new one and every clone shares it. The export list only relinks (below).
-KEY=$( { echo "$ITK_DEB_REV $ELASTIX_DEB_REV $(c++ --version | head -1)"; printf '%s\n' "${ITK_FLAGS[@]}" "${ELASTIX_FLAGS[@]}" | sed "s|$CACHE|CACHE|g"; } \
-       | sha256sum | cut -c1-12)
+# The key covers what decides the build: versions, compiler and this script's settings (module and
+# component lists, flags with the cache path abstracted); not where this clone lives.
+key_text() {
+  echo "$ITK_DEB_REV $ELASTIX_DEB_REV $(c++ --version | head -1)"
+  printf '%s\n' "${ITK_FLAGS[@]}" "${COMMON_FLAGS[@]}" "${ELASTIX_COMPONENTS[@]}" "${ELASTIX_EXTRA_FLAGS[@]}" \
+    | sed "s|$CACHE|CACHE|g"
+}
+KEY=$(key_text | sha256sum | cut -c1-12)
+[ "${1:-}" = "--key-text" ] && { key_text; exit 0; }
 SDK=$CACHE/sdk/itk-${ITK_DEB_REV%-*}_elastix-${ELASTIX_DEB_REV%-*}_$KEY
 [ "${1:-}" = "--sdk-path" ] && { echo "$SDK"; exit 0; }
 if [ ! -f "$SDK/.itk-done" ]; then
@@ -211,13 +219,14 @@ if [ ! -f "$SDK/.elastix-done" ]; then
   cmake_build elastix "$ELASTIX_SRC" "$SDK" "${ELASTIX_FLAGS[@]}" -DITK_DIR="$ITK_DIR"
   # Our plugin compiles against elastix's source headers; the tests use its Testing/Data.
   echo "$ELASTIX_SRC" > "$SDK/elastix-source-dir"
+  echo "$CACHE/build/$(basename "$SDK")-elastix" > "$SDK/elastix-build-dir"
   touch "$SDK/.elastix-done" "$SDK/.exports-$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)"
 fi
 # Relink the executables when the export list changed (ninja does not track the list's content).
 EXPORTS=$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)
 if [ ! -f "$SDK/.exports-$EXPORTS" ]; then
   cp "$HERE/elastix-exports.list" "$CACHE/elastix-exports.list"
-  bld=$CACHE/build/$(basename "$SDK")-elastix
+  bld=$(cat "$SDK/elastix-build-dir" 2>/dev/null || echo "$CACHE/build/$(basename "$SDK")-elastix")
   rm -f "$bld/bin/elastix" "$bld/bin/transformix" "$SDK"/.exports-*
   if [ -f "$SDK/.elastix-done" ]; then
     log "relinking elastix and transformix with the export list"

@@ -77,18 +77,20 @@ def test_jacobian_mode_gradient_2d(brain: tuple, smooth: dict, distance: str) ->
     assert analytic == pytest.approx(numeric, rel=TOLERANCE.get(distance, 0.03))
 
 
+@pytest.mark.parametrize("mode", ["Jacobian", "Static"])
 @pytest.mark.parametrize("distance", DISTANCES)
-def test_jacobian_mode_gradient_3d(lung_crop: tuple, smooth: dict, distance: str) -> None:
+def test_gradient_3d(lung_crop: tuple, smooth: dict, mode: str, distance: str) -> None:
     fixed, fixed_geometry, moving, moving_geometry = lung_crop
     params = {
         "ModelsPath": [str(smooth[3])],
-        "PatchSize": ["5*5*5"],
+        "PatchSize": ["5*5*5" if mode == "Jacobian" else "0*0*0"],
         "VoxelSize": ["1.5*1.5*1.5"],
         "SubsetFeatures": ["0"],
         "Distance": [distance],
+        "Mode": [mode],
     }
     engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
-    x = interior_points(fixed_geometry, 128, 6, seed=1)
+    x = interior_points(fixed_geometry, 128 if mode == "Jacobian" else 200, 6, seed=1)
     analytic, numeric = directional_check(engine, x, x + 0.7, h=0.005 if distance in TOLERANCE else 0.01)
     assert analytic == pytest.approx(numeric, rel=TOLERANCE.get(distance, 0.03))
 
@@ -100,23 +102,6 @@ def test_jacobian_mode_gradient_real_model(lung_crop: tuple, m730: Path) -> None
     x = interior_points(fixed_geometry, 32, 6, seed=1)
     analytic, numeric = directional_check(engine, x, x + 0.7, h=0.02)
     assert analytic == pytest.approx(numeric, rel=0.05)
-
-
-@pytest.mark.parametrize("distance", DISTANCES)
-def test_static_mode_gradient(lung_crop: tuple, smooth: dict, distance: str) -> None:
-    fixed, fixed_geometry, moving, moving_geometry = lung_crop
-    params = {
-        "ModelsPath": [str(smooth[3])],
-        "PatchSize": ["0*0*0"],
-        "VoxelSize": ["1.5*1.5*1.5"],
-        "SubsetFeatures": ["0"],
-        "Distance": [distance],
-        "Mode": ["Static"],
-    }
-    engine = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
-    x = interior_points(fixed_geometry, 200, 6, seed=2)
-    analytic, numeric = directional_check(engine, x, x + 0.9, h=0.005 if distance in TOLERANCE else 0.01)
-    assert analytic == pytest.approx(numeric, rel=TOLERANCE.get(distance, 0.03))
 
 
 def test_jacobian_chunks_add_up_to_one_batch(lung_crop: tuple, m730: Path) -> None:

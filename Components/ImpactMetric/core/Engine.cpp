@@ -91,6 +91,11 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
     m_Options.warn = [](const std::string & message) { std::cerr << message << std::endl; };
   }
   const auto device = resolveDevice(m_Config, m_Options.warn);
+  if (m_Config.mixedPrecision && !device.is_cuda())
+  {
+    m_Options.warn("WARNING: (UseMixedPrecision \"true\") is used on CUDA devices only; the CPU runs in float32.");
+  }
+  m_Fixed.context.mixedPrecision = m_Moving.context.mixedPrecision = m_Config.mixedPrecision && device.is_cuda();
   const int  imageDim = m_Fixed.geometry.dim();
   if (imageDim != 2 && imageDim != 3)
   {

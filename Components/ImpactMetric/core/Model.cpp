@@ -1,5 +1,7 @@
 #include "Model.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -94,7 +96,23 @@ Model::forward(const torch::Tensor & x, const ModelContext & context) const
   torch::IValue out;
   try
   {
-    out = m_Module->forward(inputs);
+    const bool autocast = context.mixedPrecision && m_Device.is_cuda();
+    const bool previous = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, autocast);
+    try
+    {
+      out = m_Module->forward(inputs);
+    }
+    catch (...)
+    {
+      at::autocast::set_autocast_enabled(at::kCUDA, previous);
+      throw;
+    }
+    at::autocast::set_autocast_enabled(at::kCUDA, previous);
+    if (autocast)
+    {
+      at::autocast::clear_cache();
+    }
   }
   catch (const std::exception & e)
   {
@@ -126,6 +144,10 @@ Model::forward(const torch::Tensor & x, const ModelContext & context) const
   {
     throw std::runtime_error("model \"" + m_Path + "\" returned " + out.tagKind() +
                              "; expected a tensor or a list of tensors");
+  }
+  for (auto & o : outputs)
+  {
+    o = o.to(torch::kFloat32); // distances in float32 also under autocast
   }
   return outputs;
 }

@@ -21,6 +21,7 @@ struct ModelContext
   int           numberOfLayers{ 1 }; // LayersMask length
   torch::Tensor stats;               // float32 [min, max, mean, std] of the image
   torch::Tensor direction;           // int16 (D, D): the image direction, rounded
+  bool          mixedPrecision{ false }; // CUDA autocast (float16) around the model; outputs back in float32
 };
 
 class Model
