@@ -1,11 +1,8 @@
-/*=========================================================================
- * impact-elastix: the elastix component of the IMPACT metric.
- *=========================================================================*/
-#ifndef elxImpactMetric_h
-#define elxImpactMetric_h
+// impact-elastix: the elastix component "Impact" (parameters per level, logging, feature-map output).
+#pragma once
 
-#include "elxIncludes.h" // include first to avoid MSVS warning
-#include "itkImpactImageToImageMetric.h"
+#include "elxIncludes.h"
+#include "itkImpactSemanticMetric.h"
 
 namespace elastix
 {
@@ -50,27 +47,22 @@ namespace elastix
  */
 template <typename TElastix>
 class ITK_TEMPLATE_EXPORT ImpactMetric
-  : public itk::ImpactImageToImageMetric<typename MetricBase<TElastix>::FixedImageType,
-                                         typename MetricBase<TElastix>::MovingImageType>
+  : public itk::ImpactSemanticMetric<typename MetricBase<TElastix>::FixedImageType,
+                                     typename MetricBase<TElastix>::MovingImageType>
   , public MetricBase<TElastix>
 {
 public:
   ITK_DISALLOW_COPY_AND_MOVE(ImpactMetric);
 
   using Self = ImpactMetric;
-  using Superclass1 = itk::ImpactImageToImageMetric<typename MetricBase<TElastix>::FixedImageType,
-                                                    typename MetricBase<TElastix>::MovingImageType>;
-  using Superclass2 = MetricBase<TElastix>;
+  using ElastixMetric = MetricBase<TElastix>;
+  using ITKMetric =
+    itk::ImpactSemanticMetric<typename ElastixMetric::FixedImageType, typename ElastixMetric::MovingImageType>;
   using Pointer = itk::SmartPointer<Self>;
-  using ConstPointer = itk::SmartPointer<const Self>;
 
   itkNewMacro(Self);
   itkOverrideGetNameOfClassMacro(ImpactMetric);
   elxClassNameMacro("Impact");
-
-  using typename Superclass2::ElastixType;
-  using typename Superclass2::RegistrationType;
-  using ITKBaseType = typename Superclass2::ITKBaseType;
 
   /** Loads nothing yet; sets up the model cache and the seed shared by all levels. */
   void
@@ -105,8 +97,4 @@ private:
 
 } // end namespace elastix
 
-#ifndef ITK_MANUAL_INSTANTIATION
-#  include "elxImpactMetric.hxx"
-#endif
-
-#endif
+#include "elxImpactMetric.hxx"

@@ -1,8 +1,5 @@
-/*=========================================================================
- * impact-elastix: the elastix component of the IMPACT metric.
- *=========================================================================*/
-#ifndef elxImpactMetric_hxx
-#define elxImpactMetric_hxx
+// impact-elastix: the elastix component "Impact" (implementation).
+#pragma once
 
 #include "elxImpactMetric.h"
 
@@ -26,7 +23,7 @@ ImpactMetric<TElastix>::BeforeRegistration()
   m_Models = std::make_shared<impact::ModelCache>();
   this->SetModelCache(m_Models);
   // elastix -threads N bounds torch's intra-op pool too (otherwise torch takes every core).
-  const Configuration & configuration = itk::Deref(Superclass2::GetConfiguration());
+  const Configuration & configuration = itk::Deref(ElastixMetric::GetConfiguration());
   const std::string     threads = configuration.GetCommandLineArgument("-threads");
   if (!threads.empty())
   {
@@ -46,7 +43,7 @@ template <typename TElastix>
 void
 ImpactMetric<TElastix>::BeforeEachResolution()
 {
-  const Configuration & configuration = itk::Deref(Superclass2::GetConfiguration());
+  const Configuration & configuration = itk::Deref(ElastixMetric::GetConfiguration());
   const unsigned int    level = this->m_Registration->GetAsITKBaseType()->GetCurrentLevel();
 
   const impact::ParameterLookup lookup = [&configuration](const std::string & name)
@@ -95,7 +92,7 @@ ImpactMetric<TElastix>::Initialize()
 {
   itk::TimeProbe timer;
   timer.Start();
-  this->Superclass1::Initialize();
+  this->ITKMetric::Initialize();
   timer.Stop();
   log::info(std::ostringstream{} << "Initialization of Impact metric took: "
                                  << static_cast<std::int64_t>(timer.GetMean() * 1000) << " ms.");
@@ -119,7 +116,7 @@ ImpactMetric<TElastix>::WriteFeatureMaps(unsigned int level) const
   {
     itkExceptionMacro("IMPACT: cannot create WriteFeatureMaps directory \"" << directory << "\": " << error.message());
   }
-  constexpr unsigned int D = Superclass1::Dimension;
+  constexpr unsigned int D = ITKMetric::Dimension;
   using VectorImage = itk::VectorImage<float, D>;
   auto write = [&](const impact::Geometry & g, const torch::Tensor & values, const std::string & name) {
     auto                               image = VectorImage::New();
@@ -187,5 +184,3 @@ ImpactMetric<TElastix>::WriteFeatureMaps(unsigned int level) const
 }
 
 } // end namespace elastix
-
-#endif

@@ -1,10 +1,7 @@
-/*=========================================================================
- * impact-elastix: the IMPACT similarity as an ITK metric.
- *=========================================================================*/
-#ifndef itkImpactImageToImageMetric_hxx
-#define itkImpactImageToImageMetric_hxx
+// impact-elastix: IMPACT as an ITK image metric (implementation).
+#pragma once
 
-#include "itkImpactImageToImageMetric.h"
+#include "itkImpactSemanticMetric.h"
 
 #include <type_traits>
 
@@ -12,7 +9,7 @@ namespace itk
 {
 
 template <typename TFixedImage, typename TMovingImage>
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::ImpactImageToImageMetric()
+ImpactSemanticMetric<TFixedImage, TMovingImage>::ImpactSemanticMetric()
 {
   this->SetUseImageSampler(true);
   this->SetUseFixedImageLimiter(false);
@@ -24,7 +21,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::ImpactImageToImageMetric()
 template <typename TFixedImage, typename TMovingImage>
 template <typename TImage>
 impact::Geometry
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::GeometryOf(const TImage & image)
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GeometryOf(const TImage & image)
 {
   constexpr unsigned int     D = TImage::ImageDimension;
   const auto                 region = image.GetBufferedRegion();
@@ -47,7 +44,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::GeometryOf(const TImage & i
 template <typename TFixedImage, typename TMovingImage>
 template <typename TImage>
 std::pair<torch::Tensor, impact::Geometry>
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::ImageToTensor(const TImage & image)
+ImpactSemanticMetric<TFixedImage, TMovingImage>::ImageToTensor(const TImage & image)
 {
   const auto geometry = GeometryOf(image);
   const auto region = image.GetBufferedRegion();
@@ -71,7 +68,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::ImageToTensor(const TImage 
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::Initialize()
+ImpactSemanticMetric<TFixedImage, TMovingImage>::Initialize()
 {
   this->Superclass::Initialize();
   if (!m_ModelCache)
@@ -98,7 +95,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::Initialize()
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const ParametersType & parameters)
+ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const ParametersType & parameters)
 {
   this->SetTransformParameters(parameters);
   const auto mapping = [this](const torch::Tensor & points) {
@@ -136,7 +133,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const 
 
 template <typename TFixedImage, typename TMovingImage>
 auto
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::CollectSamples(const ParametersType & parameters) const
+ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParametersType & parameters) const
   -> Samples
 {
   this->BeforeThreadedGetValueAndDerivative(parameters);
@@ -186,7 +183,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::CollectSamples(const Parame
 
 template <typename TFixedImage, typename TMovingImage>
 auto
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetValue(const ParametersType & parameters) const -> MeasureType
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValue(const ParametersType & parameters) const -> MeasureType
 {
   const auto samples = CollectSamples(parameters);
   try
@@ -201,7 +198,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetValue(const ParametersTy
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetDerivative(const ParametersType & parameters,
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GetDerivative(const ParametersType & parameters,
                                                                    DerivativeType &       derivative) const
 {
   MeasureType value{};
@@ -210,7 +207,7 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetDerivative(const Paramet
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const ParametersType & parameters,
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const ParametersType & parameters,
                                                                            MeasureType &          value,
                                                                            DerivativeType &       derivative) const
 {
@@ -249,5 +246,3 @@ ImpactImageToImageMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const
 }
 
 } // end namespace itk
-
-#endif

@@ -1,8 +1,5 @@
-/*=========================================================================
- * impact-elastix: the IMPACT similarity as an ITK metric.
- *=========================================================================*/
-#ifndef itkImpactImageToImageMetric_h
-#define itkImpactImageToImageMetric_h
+// impact-elastix: IMPACT as an ITK (elastix "advanced") image metric: samples, transform, chain rule.
+#pragma once
 
 #include "itkAdvancedImageToImageMetric.h"
 
@@ -13,7 +10,7 @@
 namespace itk
 {
 
-/** \class ImpactImageToImageMetric
+/** \class ImpactSemanticMetric
  * \brief IMPACT: a semantic similarity comparing features of pretrained networks (Boussot et al.).
  *
  * Per call, the image sampler's fixed points x_i are mapped to y_i = T(x_i); the points inside the
@@ -25,18 +22,18 @@ namespace itk
  * given by SetLevelConfig().
  */
 template <typename TFixedImage, typename TMovingImage>
-class ITK_TEMPLATE_EXPORT ImpactImageToImageMetric : public AdvancedImageToImageMetric<TFixedImage, TMovingImage>
+class ITK_TEMPLATE_EXPORT ImpactSemanticMetric : public AdvancedImageToImageMetric<TFixedImage, TMovingImage>
 {
 public:
-  ITK_DISALLOW_COPY_AND_MOVE(ImpactImageToImageMetric);
+  ITK_DISALLOW_COPY_AND_MOVE(ImpactSemanticMetric);
 
-  using Self = ImpactImageToImageMetric;
+  using Self = ImpactSemanticMetric;
   using Superclass = AdvancedImageToImageMetric<TFixedImage, TMovingImage>;
   using Pointer = SmartPointer<Self>;
   using ConstPointer = SmartPointer<const Self>;
 
   itkNewMacro(Self);
-  itkOverrideGetNameOfClassMacro(ImpactImageToImageMetric);
+  itkOverrideGetNameOfClassMacro(ImpactSemanticMetric);
 
   using typename Superclass::DerivativeType;
   using typename Superclass::FixedImagePointType;
@@ -110,8 +107,8 @@ public:
   GeometryOf(const TImage & image);
 
 protected:
-  ImpactImageToImageMetric();
-  ~ImpactImageToImageMetric() override = default;
+  ImpactSemanticMetric();
+  ~ImpactSemanticMetric() override = default;
 
 private:
   /** The sampler's points that map inside the moving image and mask: x_i and y_i as (N, D) float64. */
@@ -132,8 +129,4 @@ private:
 
 } // end namespace itk
 
-#ifndef ITK_MANUAL_INSTANTIATION
-#  include "itkImpactImageToImageMetric.hxx"
-#endif
-
-#endif
+#include "itkImpactSemanticMetric.hxx"
