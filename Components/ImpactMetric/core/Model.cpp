@@ -66,6 +66,11 @@ Model::Model(const std::string & path, torch::Device device)
                              firstLine(e.what()));
   }
   m_Module->eval();
+  // A frozen feature extractor: backpropagation only needs d(features)/d(input), not weight gradients.
+  for (auto parameter : m_Module->parameters())
+  {
+    parameter.set_requires_grad(false);
+  }
   const auto method = m_Module->find_method("forward");
   if (!method)
   {
