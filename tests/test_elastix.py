@@ -102,6 +102,7 @@ def test_elastix_531_spelling_and_feature_maps(tmp_path: Path, lung: object, m73
         "ImpactMode": "Static",
         "ImpactGPU": -1,
         "ImpactWriteFeatureMaps": str(tmp_path / "features"),
+        "ImpactFeaturesMapUpdateInterval": 2,
     }
     params = lung_map(tmp_path, metric, iterations=5, resolutions=1)
     register(lung, params, tmp_path)
@@ -114,6 +115,8 @@ def test_elastix_531_spelling_and_feature_maps(tmp_path: Path, lung: object, m73
     ]
     header = (tmp_path / "features" / "Fixed_0_M730_1_Layers.mha").read_text(errors="ignore")
     assert "ElementNumberOfChannels = 4" in header  # PCA 4
+    # FeaturesMapUpdateInterval 2 over 5 iterations: moving features recomputed after iterations 2 and 4.
+    assert (tmp_path / "elastix.log").read_text().count("moving feature maps recomputed on the warped") == 2
 
 
 @pytest.mark.parametrize(

@@ -119,3 +119,11 @@ def test_mixed_precision_on_the_cpu_warns_and_runs_in_float32(
     x = torch.tensor([[-80.0, -50.0, -1300.0]], dtype=torch.float64)  # inside the crop
     value, gradient = e.evaluate(x, x + 1.0)
     assert gradient.dtype == torch.float64 and torch.isfinite(gradient).all()
+
+
+def test_model_checks_leave_torch_global_rng_alone(lung_crop: tuple, m730: Path) -> None:
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    engine({"ModelsPath": [str(m730)]}, lung_crop)  # probes the model and measures its field of view
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -199,11 +199,12 @@ probeModel(const Model & model, const ModelSpec & spec, const std::vector<int64_
   context.numberOfLayers = static_cast<int>(spec.layersMask.size());
   context.stats = torch::tensor({ 0.0f, 1.0f, 0.5f, 0.25f });
   context.direction = torch::eye(spec.dimension, torch::kInt16);
+  auto                       gen = at::make_generator<at::CPUGeneratorImpl>(0);
   std::vector<torch::Tensor> outputs;
   try
   {
     torch::InferenceMode guard;
-    outputs = model.forward(torch::randn(shape), context);
+    outputs = model.forward(torch::randn(shape, gen), context);
   }
   catch (const std::exception & e)
   {
@@ -257,8 +258,8 @@ measureFieldOfView(const Model & model, const ModelSpec & spec, int output)
   context.numberOfLayers = static_cast<int>(spec.layersMask.size());
   context.stats = torch::tensor({ 0.0f, 1.0f, 0.5f, 0.25f });
   context.direction = torch::eye(spec.dimension, torch::kInt16);
-  torch::manual_seed(0);
-  auto x = torch::randn(inputShape(spec, patch)).set_requires_grad(true);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0); // local: torch's global RNG stays the user's
+  auto x = torch::randn(inputShape(spec, patch), gen).set_requires_grad(true);
   auto y = model.forward(x, context).at(output);
   // The centre output voxel, all channels, with random weights so that no channel cancels another.
   std::vector<torch::indexing::TensorIndex> centre{ 0, torch::indexing::Slice() };
@@ -267,7 +268,7 @@ measureFieldOfView(const Model & model, const ModelSpec & spec, int output)
     centre.emplace_back(y.size(2 + a) / 2);
   }
   auto v = y.index(centre);
-  (v * torch::randn_like(v)).sum().backward();
+  (v * torch::randn(v.sizes(), gen).to(v.device())).sum().backward();
   // Global operations (instance norm, a mean over the patch) leave a faint gradient everywhere:
   // the field of view is where the gradient is within 1e-3 of its peak.
   auto g = x.grad().abs().sum(1)[0].to(torch::kCPU);
