@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import elastix_executable, transformix_executable
@@ -24,17 +24,27 @@ def _error_text(log: str) -> str:
     return "\n".join(lines[-25:])
 
 
-def _run(cmd: list[str], out: Path, log_name: str, verbose: bool) -> subprocess.CompletedProcess[str]:
-    out.mkdir(parents=True, exist_ok=True)
-    if verbose:
-        proc = subprocess.run(cmd, text=True, stdout=sys.stdout, stderr=subprocess.STDOUT)
-        log = (out / log_name).read_text(errors="replace") if (out / log_name).exists() else ""
-    else:
-        proc = subprocess.run(cmd, text=True, capture_output=True)
-        log = proc.stdout + proc.stderr
+def run(cmd: list[str], *, on_line: Callable[[str], None] | None = None, verbose: bool = False) -> str:
+    """Runs elastix/transformix, streaming its console output line by line; returns that output.
+
+    Raises ElastixError with elastix's own error text when it fails.
+    """
+    with subprocess.Popen(
+        cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace"
+    ) as proc:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if verbose:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+    log = "".join(lines)
     if proc.returncode != 0:
         raise ElastixError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}):\n{_error_text(log)}")
-    return proc
+    return log
 
 
 def run_elastix(
@@ -59,7 +69,8 @@ def run_elastix(
             cmd += [flag, str(value)]
     if threads is not None:
         cmd += ["-threads", str(threads)]
-    _run(cmd, out, "elastix.log", verbose)
+    out.mkdir(parents=True, exist_ok=True)
+    run(cmd, verbose=verbose)
     return out / f"TransformParameters.{len(parameter_files) - 1}.txt"
 
 
@@ -81,5 +92,6 @@ def run_transformix(
         cmd += ["-def", str(points)]
     elif deformation_field:
         cmd += ["-def", "all"]
-    _run(cmd, out, "transformix.log", verbose)
+    out.mkdir(parents=True, exist_ok=True)
+    run(cmd, verbose=verbose)
     return out

@@ -1,11 +1,34 @@
-"""The geometry in a MetaImage (.mha/.mhd) header, read without ITK."""
+"""MetaImage (.mha/.mhd) files read and written without ITK: the format elastix reads and writes.
+
+Arrays are in NumPy/ITK order, ``(z, y, x[, components])``; geometry vectors are x first, as in ITK.
+Spacing and origin are written with ``repr`` so that they survive a round trip bit for bit.
+"""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+_ELEMENT_TYPES: dict[str, np.dtype] = {
+    "MET_CHAR": np.dtype(np.int8),
+    "MET_UCHAR": np.dtype(np.uint8),
+    "MET_SHORT": np.dtype(np.int16),
+    "MET_USHORT": np.dtype(np.uint16),
+    "MET_INT": np.dtype(np.int32),
+    "MET_UINT": np.dtype(np.uint32),
+    "MET_LONG": np.dtype(np.int64),
+    "MET_ULONG": np.dtype(np.uint64),
+    "MET_LONG_LONG": np.dtype(np.int64),
+    "MET_ULONG_LONG": np.dtype(np.uint64),
+    "MET_FLOAT": np.dtype(np.float32),
+    "MET_DOUBLE": np.dtype(np.float64),
+}
+_TYPE_NAMES = {np.dtype(np.int64): "MET_LONG_LONG", np.dtype(np.uint64): "MET_ULONG_LONG"} | {
+    v: k for k, v in _ELEMENT_TYPES.items() if v not in (np.dtype(np.int64), np.dtype(np.uint64))
+}
 
 
 @dataclass(frozen=True)
@@ -13,29 +36,116 @@ class Geometry:
     size: np.ndarray  # (D,) voxels, x first
     origin: np.ndarray  # (D,) mm
     spacing: np.ndarray  # (D,) mm
-    direction: np.ndarray  # (D, D)
+    direction: np.ndarray  # (D, D), column a = direction of index axis a
 
     def index_to_world(self, index: np.ndarray) -> np.ndarray:
         """World coordinates (N, D) of voxel indices (N, D)."""
         return self.origin + (np.asarray(index, dtype=float) * self.spacing) @ self.direction.T
 
 
-def read_geometry(path: str | Path) -> Geometry:
+def _header(path: Path) -> tuple[dict[str, str], int]:
+    """Header fields and the byte offset where the data starts (after ``ElementDataFile``)."""
     fields: dict[str, str] = {}
+    offset = 0
     with open(path, "rb") as f:
         for raw in f:
+            offset += len(raw)
             line = raw.decode("latin-1").strip()
             if "=" not in line:
-                break
+                raise ValueError(f"{path}: not a MetaImage header line: {line[:60]!r}")
             key, value = (s.strip() for s in line.split("=", 1))
             fields[key] = value
             if key == "ElementDataFile":
-                break
+                return fields, offset
+    raise ValueError(f"{path}: MetaImage header without ElementDataFile")
+
+
+def _geometry(fields: dict[str, str]) -> Geometry:
     dim = int(fields["NDims"])
     size = np.array([int(v) for v in fields["DimSize"].split()])
     origin = np.array([float(v) for v in fields.get("Offset", fields.get("Origin", "0 " * dim)).split()])
-    spacing = np.array([float(v) for v in fields.get("ElementSpacing", "1 " * dim).split()])
-    matrix = fields.get("TransformMatrix")
-    # MetaImage stores the direction column by column (as ITK writes it).
+    spacing = np.array([float(v) for v in fields.get("ElementSpacing", fields.get("ElementSize", "1 " * dim)).split()])
+    matrix = fields.get("TransformMatrix", fields.get("Rotation", fields.get("Orientation")))
+    # ITK writes the direction matrix transposed (column a, the direction of axis a, as row a).
     direction = np.eye(dim) if matrix is None else np.array([float(v) for v in matrix.split()]).reshape(dim, dim).T
     return Geometry(size, origin, spacing, direction)
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    return _geometry(_header(Path(path))[0])
+
+
+def read_mha(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """The voxels ``(z, y, x[, c])`` in the file's own type, and the geometry."""
+    path = Path(path)
+    fields, offset = _header(path)
+    geometry = _geometry(fields)
+    try:
+        dtype = _ELEMENT_TYPES[fields["ElementType"]]
+    except KeyError:
+        raise ValueError(f"{path}: ElementType {fields.get('ElementType')!r} is not supported") from None
+    if fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")).lower() == "true":
+        dtype = dtype.newbyteorder(">")
+    source = fields["ElementDataFile"]
+    payload = path.read_bytes()[offset:] if source == "LOCAL" else (path.parent / source).read_bytes()
+    if fields.get("CompressedData", "False").lower() == "true":
+        payload = zlib.decompress(payload)
+    components = int(fields.get("ElementNumberOfChannels", "1"))
+    shape = tuple(int(v) for v in reversed(geometry.size)) + ((components,) if components > 1 else ())
+    count = int(np.prod(shape))
+    if len(payload) < count * dtype.itemsize:
+        raise ValueError(f"{path}: {len(payload)} data bytes, expected {count * dtype.itemsize}")
+    array = np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=True), geometry
+
+
+def write_mha(
+    path: str | Path,
+    array: np.ndarray,
+    *,
+    spacing: np.ndarray | None = None,
+    origin: np.ndarray | None = None,
+    direction: np.ndarray | None = None,
+    components: int = 1,
+    compress: bool = False,
+) -> Path:
+    """Writes ``array`` ``(z, y, x[, c])`` as one .mha file; ``components`` > 1 makes the last axis the vector."""
+    path = Path(path)
+    array = np.ascontiguousarray(array)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    if array.dtype.newbyteorder("=") not in _TYPE_NAMES:
+        raise TypeError(f"pixel type {array.dtype} cannot be written as MetaImage; use an integer or float type")
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    dim = array.ndim - (1 if components > 1 else 0)
+    spacing = np.ones(dim) if spacing is None else np.asarray(spacing, dtype=float)
+    origin = np.zeros(dim) if origin is None else np.asarray(origin, dtype=float)
+    direction = np.eye(dim) if direction is None else np.asarray(direction, dtype=float).reshape(dim, dim)
+    payload = array.tobytes()
+    if compress:
+        payload = zlib.compress(payload, 1)
+
+    def numbers(values: np.ndarray) -> str:
+        return " ".join(repr(float(v)) for v in np.ravel(values))
+
+    header = [
+        "ObjectType = Image",
+        f"NDims = {dim}",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        f"CompressedData = {compress}",
+    ]
+    if compress:
+        header.append(f"CompressedDataSize = {len(payload)}")
+    header += [
+        f"TransformMatrix = {numbers(direction.T)}",
+        f"Offset = {numbers(origin)}",
+        "CenterOfRotation = " + " ".join("0" for _ in range(dim)),
+        f"ElementSpacing = {numbers(spacing)}",
+        "DimSize = " + " ".join(str(s) for s in reversed(array.shape[:dim])),
+    ]
+    if components > 1:
+        header.append(f"ElementNumberOfChannels = {components}")
+    header += [f"ElementType = {_TYPE_NAMES[array.dtype]}", "ElementDataFile = LOCAL"]
+    path.write_bytes(("\n".join(header) + "\n").encode() + payload)
+    return path

@@ -1,0 +1,373 @@
+"""itk-elastix's functional API on our elastix/transformix: the same names, keywords and results.
+
+``elastix_registration_method`` and the ``transformix_*`` functions take ``itk.Image``,
+``SimpleITK.Image``, file paths or NumPy arrays, and parameter objects of ours or of itk-elastix;
+results come back in the type that came in. Each call runs the packaged executables (so IMPACT's
+plugin and LibTorch live in their own process) on MetaImage files in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import elastix_executable, transformix_executable
+from .executables import run
+from .images import Image, ImageLike, check_mask, check_pair, load_image, result_like, write_input
+from .parameter_object import ParameterMap, ParameterObject, read_parameter_file, write_parameter_file
+
+_OUTPUT_KEYS = ("WriteResultImage", "ResultImageFormat", "ResultImagePixelType")
+
+
+def _parameter_object(value: Any, name: str) -> ParameterObject:
+    if value is None:
+        raise ValueError(f"{name} is required: a ParameterObject, a dict, or parameter file path(s)")
+    po = ParameterObject.from_any(value)
+    if len(po) == 0:
+        raise ValueError(f"{name} has no parameter maps")
+    return po
+
+
+def _returned_like(po: ParameterObject, like: Any) -> Any:
+    """Transform parameters as ``itk.ParameterObject`` when the caller gave one, else ours."""
+    is_itk = hasattr(like, "GetNumberOfParameterMaps") and not isinstance(like, ParameterObject)
+    return po.to_itk() if is_itk else po
+
+
+def _write_chain(maps: list[ParameterMap], directory: Path, stem: str, overrides: ParameterMap) -> Path:
+    """Writes maps as a transform chain (file i starts from file i-1); returns the last file."""
+    path = None
+    for i, m in enumerate(maps):
+        m = dict(m) | overrides
+        if i > 0:
+            m["InitialTransformParameterFileName"] = (str(path),)
+        path = write_parameter_file(m, directory / f"{stem}.{i}.txt")
+    assert path is not None
+    return path
+
+
+def _threads(number_of_threads: int | None) -> list[str]:
+    if number_of_threads is None:
+        return []
+    if number_of_threads < 1:
+        raise ValueError(f"number_of_threads must be >= 1, got {number_of_threads}")
+    return ["-threads", str(number_of_threads)]
+
+
+def _keep_log(out: Path, name: str, log_to_file: bool, log_file_name: str | None) -> None:
+    log = out / name
+    if not log_to_file:
+        log.unlink(missing_ok=True)
+    elif log_file_name and log.exists():
+        log.replace(out / log_file_name)
+
+
+def elastix_registration_method(
+    fixed_image: ImageLike,
+    moving_image: ImageLike,
+    parameter_object: Any = None,
+    fixed_mask: ImageLike | None = None,
+    moving_mask: ImageLike | None = None,
+    initial_transform_parameter_file_name: str | Path | None = None,
+    initial_transform_parameter_object: Any = None,
+    fixed_point_set_file_name: str | Path | None = None,
+    moving_point_set_file_name: str | Path | None = None,
+    output_directory: str | Path | None = None,
+    log_to_console: bool = False,
+    log_to_file: bool = False,
+    log_file_name: str | None = None,
+    number_of_threads: int | None = None,
+    on_output_line: Callable[[str], None] | None = None,
+) -> tuple[Any, Any]:
+    """Registers ``moving_image`` to ``fixed_image``; returns ``(result_image, result_transform_parameters)``.
+
+    As ``itk.elastix_registration_method`` (itk-elastix 0.25), with IMPACT available as
+    ``(Metric "Impact")``. ``result_image`` is the moving image resampled onto the fixed grid, in the
+    type of ``fixed_image`` (a file path in, the result file's path out, in ``output_directory`` or a
+    new temporary directory). ``result_transform_parameters`` is an ``itk.ParameterObject`` when
+    ``parameter_object`` was one, else an ``impact_elastix.ParameterObject``; with
+    ``initial_transform_parameter_object`` its maps come first, as in itk-elastix.
+    ``on_output_line`` receives elastix's console output line by line (progress display).
+    Raises ``ElastixError`` with elastix's own message when elastix fails, ``ValueError``/``TypeError``
+    for bad inputs before anything runs.
+    """
+    fixed = load_image(fixed_image, "fixed_image")
+    moving = load_image(moving_image, "moving_image")
+    check_pair(fixed, moving)
+    masks: dict[str, Image] = {}
+    for flag, value, name, image, image_name in (
+        ("-fMask", fixed_mask, "fixed_mask", fixed, "fixed_image"),
+        ("-mMask", moving_mask, "moving_mask", moving, "moving_image"),
+    ):
+        if value is not None:
+            masks[flag] = load_image(value, name)
+            check_mask(masks[flag], image, name, image_name)
+    po = _parameter_object(parameter_object, "parameter_object")
+    if initial_transform_parameter_file_name is not None and initial_transform_parameter_object is not None:
+        raise ValueError("give initial_transform_parameter_file_name or initial_transform_parameter_object, not both")
+    initial = None
+    if initial_transform_parameter_object is not None:
+        initial = _parameter_object(initial_transform_parameter_object, "initial_transform_parameter_object")
+    for name, value in (
+        ("initial_transform_parameter_file_name", initial_transform_parameter_file_name),
+        ("fixed_point_set_file_name", fixed_point_set_file_name),
+        ("moving_point_set_file_name", moving_point_set_file_name),
+    ):
+        if value is not None and not Path(value).is_file():
+            raise FileNotFoundError(f"{name}: file not found: {value}")
+
+    with tempfile.TemporaryDirectory(prefix="impact-elastix-") as tmp_name:
+        tmp = Path(tmp_name)
+        if output_directory is not None:
+            out = Path(output_directory)
+        elif fixed.kind == "path":
+            out = Path(tempfile.mkdtemp(prefix="impact-elastix-result-"))  # the result file must outlive the call
+        else:
+            out = tmp / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(elastix_executable()),
+            "-f",
+            str(write_input(fixed, tmp / "fixed.mha")),
+            "-m",
+            str(write_input(moving, tmp / "moving.mha")),
+            "-out",
+            str(out),
+        ]
+        for flag, mask in masks.items():
+            cmd += [flag, str(write_input(mask, tmp / f"{flag[1:]}.mha", mask=True))]
+        n = len(po)
+        for i, m in enumerate(po.GetParameterMaps()):
+            # The last map writes the result image, as MetaImage, for this function to return.
+            overrides = {"WriteResultImage": ("true",), "ResultImageFormat": ("mha",)} if i == n - 1 else {}
+            if i == n - 1 and "ResultImagePixelType" not in m:
+                overrides["ResultImagePixelType"] = ("float",)  # cast to the input's type here, once
+            cmd += ["-p", str(write_parameter_file(dict(m) | overrides, tmp / f"parameters.{i}.txt"))]
+        if initial is not None:
+            cmd += ["-t0", str(_write_chain(initial.GetParameterMaps(), tmp, "initial", {}))]
+        elif initial_transform_parameter_file_name is not None:
+            cmd += ["-t0", str(initial_transform_parameter_file_name)]
+        for flag, value in (("-fp", fixed_point_set_file_name), ("-mp", moving_point_set_file_name)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        cmd += _threads(number_of_threads)
+
+        run(cmd, on_line=on_output_line, verbose=log_to_console)
+
+        result_maps = [read_parameter_file(out / f"TransformParameters.{i}.txt") for i in range(n)]
+        for i, m in enumerate(result_maps):
+            # The chain is implicit in the object's order (itk-elastix leaves these entries empty).
+            if i > 0:
+                m["InitialTransformParameterFileName"] = ("",)
+            user = po.GetParameterMap(i)
+            for key in _OUTPUT_KEYS:
+                if key in user:
+                    m[key] = user[key]
+        if initial is not None:
+            result_maps[0]["InitialTransformParameterFileName"] = ("",)
+            result_maps = initial.GetParameterMaps() + result_maps
+        result = result_like(out / f"result.{n - 1}.mha", fixed, grid=fixed)
+        _keep_log(out, "elastix.log", log_to_file, log_file_name)
+        if output_directory is None and fixed.kind != "path":
+            shutil.rmtree(out, ignore_errors=True)
+    return result, _returned_like(ParameterObject(result_maps), parameter_object)
+
+
+def _transformix(
+    moving_image: ImageLike,
+    transform_parameter_object: Any,
+    extra: list[str],
+    outputs: list[str],
+    output_directory: str | Path | None,
+    log_to_console: bool,
+    log_to_file: bool,
+    log_file_name: str | None,
+    number_of_threads: int | None,
+) -> tuple[dict[str, Any], Image, ParameterMap]:
+    """Runs transformix; returns {output file name: result in the moving image's type}."""
+    moving = load_image(moving_image, "moving_image")
+    po = _parameter_object(transform_parameter_object, "transform_parameter_object")
+    last = po.GetParameterMap(len(po) - 1)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="impact-transformix-") as tmp_name:
+        tmp = Path(tmp_name)
+        if output_directory is not None:
+            out = Path(output_directory)
+        elif moving is not None and moving.kind == "path":
+            out = Path(tempfile.mkdtemp(prefix="impact-transformix-result-"))  # result files outlive the call
+        else:
+            out = tmp / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        maps = po.GetParameterMaps()
+        maps[-1] = {"ResultImagePixelType": ("float",)} | maps[-1]  # cast to the input's type here, once
+        chain = _write_chain(maps, tmp, "transform", {"ResultImageFormat": ("mha",)})
+        cmd = [str(transformix_executable()), "-tp", str(chain), "-out", str(out)] + extra
+        if "result.mha" in outputs:
+            cmd += ["-in", str(write_input(moving, tmp / "moving.mha"))]
+        cmd += _threads(number_of_threads)
+        run(cmd, verbose=log_to_console)
+        grid = _grid_of(last)
+        for name in outputs:
+            path = out / name
+            if name.endswith(".txt"):
+                results[name] = path.read_text()
+                continue
+            results[name] = result_like(path, moving, grid=grid)
+        _keep_log(out, "transformix.log", log_to_file, log_file_name)
+    return results, moving, last
+
+
+def _grid_of(m: ParameterMap) -> Image | None:
+    """The output grid that a transform map defines (Size, Spacing, Origin, Direction)."""
+    try:
+        size = [int(v) for v in m["Size"]]
+        spacing = np.array([float(v) for v in m["Spacing"]])
+        origin = np.array([float(v) for v in m["Origin"]])
+        dim = len(size)
+        direction = np.array([float(v) for v in m.get("Direction", np.eye(dim).reshape(-1))]).reshape(dim, dim).T
+    except (KeyError, ValueError):
+        return None
+    return Image("numpy", np.zeros(tuple(reversed(size)), dtype=np.uint8), spacing, origin, direction)
+
+
+def transformix_filter(
+    moving_image: ImageLike,
+    transform_parameter_object: Any,
+    fixed_point_set_file_name: str | Path | None = None,
+    compute_spatial_jacobian: bool = False,
+    compute_determinant_of_spatial_jacobian: bool = False,
+    compute_deformation_field: bool = False,
+    output_directory: str | Path | None = None,
+    log_to_console: bool = False,
+    log_to_file: bool = False,
+    log_file_name: str | None = None,
+    number_of_threads: int | None = None,
+) -> Any:
+    """Warps ``moving_image`` with the transform; returns it in its own type (as ``itk.transformix_filter``).
+
+    The other ``compute_*`` outputs and the transformed point set are written to ``output_directory``
+    (``deformationField.mha``, ``spatialJacobian.mha``, ``fullSpatialJacobian.mha``, ``outputpoints.txt``).
+    """
+    extra = []
+    if compute_deformation_field:
+        extra += ["-def", "all"]
+    if fixed_point_set_file_name is not None:
+        if not Path(fixed_point_set_file_name).is_file():
+            raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
+        if compute_deformation_field:
+            raise ValueError("transformix takes either a point set or compute_deformation_field, not both")
+        extra += ["-def", str(fixed_point_set_file_name)]
+    if compute_determinant_of_spatial_jacobian:
+        extra += ["-jac", "all"]
+    if compute_spatial_jacobian:
+        extra += ["-jacmat", "all"]
+    if extra and output_directory is None:
+        raise ValueError("the point set and compute_* outputs are written to output_directory; give output_directory")
+    results, _, _ = _transformix(
+        moving_image,
+        transform_parameter_object,
+        extra,
+        ["result.mha"],
+        output_directory,
+        log_to_console,
+        log_to_file,
+        log_file_name,
+        number_of_threads,
+    )
+    return results["result.mha"]
+
+
+def transformix_deformation_field(
+    moving_image: ImageLike,
+    transform_parameter_object: Any,
+    output_directory: str | Path | None = None,
+    log_to_console: bool = False,
+    log_to_file: bool = False,
+    log_file_name: str | None = None,
+    number_of_threads: int | None = None,
+) -> Any:
+    """The displacement field T(x) - x on the fixed grid: a D-component vector image (NumPy: ``(z, y, x, D)``)."""
+    results, _, _ = _transformix(
+        moving_image,
+        transform_parameter_object,
+        ["-def", "all"],
+        ["deformationField.mha"],
+        output_directory,
+        log_to_console,
+        log_to_file,
+        log_file_name,
+        number_of_threads,
+    )
+    return results["deformationField.mha"]
+
+
+def transformix_jacobian(
+    moving_image: ImageLike,
+    transform_parameter_object: Any,
+    output_directory: str | Path | None = None,
+    log_to_console: bool = False,
+    log_to_file: bool = False,
+    log_file_name: str | None = None,
+    number_of_threads: int | None = None,
+) -> tuple[Any, Any]:
+    """``(full_spatial_jacobian, determinant_of_spatial_jacobian)`` on the fixed grid, as itk-elastix returns them.
+
+    The full Jacobian has D*D components per voxel (row-major dT_i/dx_j).
+    """
+    outputs = ["fullSpatialJacobian.mha", "spatialJacobian.mha"]
+    results, _, _ = _transformix(
+        moving_image,
+        transform_parameter_object,
+        ["-jac", "all", "-jacmat", "all"],
+        outputs,
+        output_directory,
+        log_to_console,
+        log_to_file,
+        log_file_name,
+        number_of_threads,
+    )
+    return results["fullSpatialJacobian.mha"], results["spatialJacobian.mha"]
+
+
+def transformix_pointset(
+    moving_image: ImageLike,
+    transform_parameter_object: Any,
+    fixed_point_set_file_name: str | Path,
+    output_directory: str | Path | None = None,
+    log_to_console: bool = False,
+    log_to_file: bool = False,
+    log_file_name: str | None = None,
+    number_of_threads: int | None = None,
+    reduce_output: bool = False,
+) -> np.ndarray:
+    """Maps the points of an elastix point file (fixed space) through the transform.
+
+    Returns the rows of ``outputpoints.txt`` split into strings, as itk-elastix does, or with
+    ``reduce_output=True`` the mapped world points as a float array (N, D).
+    """
+    if not Path(fixed_point_set_file_name).is_file():
+        raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
+    results, _, _ = _transformix(
+        moving_image,
+        transform_parameter_object,
+        ["-def", str(fixed_point_set_file_name)],
+        ["outputpoints.txt"],
+        output_directory,
+        log_to_console,
+        log_to_file,
+        log_file_name,
+        number_of_threads,
+    )
+    rows = [line.split() for line in results["outputpoints.txt"].splitlines() if line.strip()]
+    if not reduce_output:
+        return np.array(rows, dtype=str)
+    points = []
+    for line in results["outputpoints.txt"].splitlines():
+        if "OutputPoint = [" in line:
+            points.append([float(v) for v in line.split("OutputPoint = [")[1].split("]")[0].split()])
+    return np.array(points)

@@ -1,0 +1,80 @@
+// Model inspection: what a TorchScript feature extractor returns, and how far each output sees.
+#include "core/Model.h"
+
+#include <torch/extension.h>
+
+namespace py = pybind11;
+
+namespace
+{
+/** Per output: channels, stride and measured field of view (x first), for a probe input of `probe`
+ *  voxels per axis. Raises ValueError (ParameterError) when the model does not run on that input. */
+py::list
+inspectModel(const std::string & path, int dimension, int channels, int numberOfOutputs, int64_t probe)
+{
+  if (dimension != 2 && dimension != 3)
+  {
+    throw impact::ParameterError("dimension " + std::to_string(dimension) + " is not supported; use 2 or 3");
+  }
+  if (channels < 1 || numberOfOutputs < 1 || probe < 0)
+  {
+    throw impact::ParameterError("channels and number_of_outputs must be positive, probe_size >= 0");
+  }
+  if (probe == 0)
+  {
+    probe = dimension == 2 ? 97 : 41;
+  }
+  const impact::Model model(path, torch::kCPU);
+  // How many outputs: models of elastix 5.3.1's contract return as many as they are told.
+  std::vector<int64_t> shape{ 1, channels };
+  shape.insert(shape.end(), dimension, probe);
+  impact::ModelContext context;
+  context.numberOfLayers = numberOfOutputs;
+  context.stats = torch::tensor({ 0.0f, 1.0f, 0.5f, 0.25f });
+  context.direction = torch::eye(dimension, torch::kInt16);
+  size_t count = 0;
+  {
+    torch::InferenceMode guard;
+    count = model.forward(torch::zeros(shape), context).size();
+  }
+  impact::ModelSpec spec;
+  spec.path = path;
+  spec.dimension = dimension;
+  spec.channels = channels;
+  spec.patchSize.assign(dimension, probe);
+  spec.voxelSize.assign(dimension, 1.0);
+  spec.layersMask.assign(count, '1');
+  const auto shapes = impact::probeModel(model, spec, {}).outputShapes;
+
+  py::list out;
+  for (size_t o = 0; o < shapes.size(); ++o)
+  {
+    const auto &         shape = shapes[o]; // (1, C, *spatial), spatial z first
+    std::vector<int64_t> size(dimension), stride(dimension);
+    for (int a = 0; a < dimension; ++a)
+    {
+      size[a] = shape[1 + dimension - a]; // x first
+      stride[a] = size[a] > 0 ? (probe + size[a] - 1) / size[a] : 0;
+    }
+    py::dict d;
+    d["output"] = o;
+    d["channels"] = shape[1];
+    d["size"] = size;
+    d["stride"] = stride;
+    d["field_of_view"] = impact::measureFieldOfView(model, spec, static_cast<int>(o));
+    out.append(d);
+  }
+  return out;
+}
+} // namespace
+
+void
+bind_model(py::module_ & m)
+{
+  m.def("inspect_model", &inspectModel, py::arg("path"), py::arg("dimension"), py::arg("channels") = 1,
+        py::arg("number_of_outputs") = 1, py::arg("probe_size") = 0,
+        "Runs a TorchScript model on a random probe and returns, per output, its channels, size and "
+        "stride (x first) and the measured field of view in voxels (the minimal valid PatchSize). "
+        "`number_of_outputs` is the LayersMask length the model is told (models taking it as an "
+        "argument); a probe_size of 0 picks 97 (2D) or 41 (3D).");
+}
