@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-Value = str | int | float | bool
-ParameterMap = Mapping[str, Value | Sequence[Value]]
+from .parameter_object import MapLike as ParameterMap
+from .parameter_object import format_parameter_map
 
-
-def _format(value: Value) -> str:
-    if isinstance(value, bool):
-        return '"true"' if value else '"false"'
-    if isinstance(value, int | float):
-        return repr(value)
-    return '"' + str(value) + '"'
-
-
-def format_parameter_map(parameters: ParameterMap) -> str:
-    """elastix text format: ``(Name v1 v2 ...)``; strings are quoted, numbers are not."""
-    lines = []
-    for name, value in parameters.items():
-        values = value if isinstance(value, list | tuple) else [value]
-        lines.append(f"({name} {' '.join(_format(v) for v in values)})")
-    return "\n".join(lines) + "\n"
+__all__ = ["bspline_map", "format_parameter_map", "impact_metric", "write_parameter_map"]
 
 
 def write_parameter_map(path: str | Path, parameters: ParameterMap) -> Path:

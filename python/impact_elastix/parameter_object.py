@@ -51,7 +51,7 @@ def parse_parameter_text(text: str, source: str = "<text>") -> ParameterMap:
             continue
         match = _ENTRY.match(line)
         if not match:
-            raise ValueError(f"{source}, line {number}: expected '(Name value ...)', got {raw.strip()!r}")
+            raise ValueError(f"{source}, line {number}: expected '(Name value ...)', got {raw.strip()[:60]!r}")
         name, rest = match.groups()
         values = tuple(q if q or not u else u for q, u in _TOKEN.findall(rest))
         if not values:

@@ -9,8 +9,14 @@ namespace
 {
 /** Per output: channels, stride and measured field of view (x first), for a probe input of `probe`
  *  voxels per axis. Raises ValueError (ParameterError) when the model does not run on that input. */
-py::list
-inspectModel(const std::string & path, int dimension, int channels, int numberOfOutputs, int64_t probe)
+struct OutputInfo
+{
+  int64_t              channels{};
+  std::vector<int64_t> size, stride, fieldOfView; // x first
+};
+
+std::vector<OutputInfo>
+measure(const std::string & path, int dimension, int channels, int numberOfOutputs, int64_t probe)
 {
   if (dimension != 2 && dimension != 3)
   {
@@ -46,22 +52,42 @@ inspectModel(const std::string & path, int dimension, int channels, int numberOf
   spec.layersMask.assign(count, '1');
   const auto shapes = impact::probeModel(model, spec, {}).outputShapes;
 
-  py::list out;
+  std::vector<OutputInfo> out(shapes.size());
   for (size_t o = 0; o < shapes.size(); ++o)
   {
-    const auto &         shape = shapes[o]; // (1, C, *spatial), spatial z first
-    std::vector<int64_t> size(dimension), stride(dimension);
+    const auto & shape = shapes[o]; // (1, C, *spatial), spatial z first
+    auto &       info = out[o];
+    info.channels = shape[1];
+    info.size.resize(dimension);
+    info.stride.resize(dimension);
     for (int a = 0; a < dimension; ++a)
     {
-      size[a] = shape[1 + dimension - a]; // x first
-      stride[a] = size[a] > 0 ? (probe + size[a] - 1) / size[a] : 0;
+      info.size[a] = shape[1 + dimension - a]; // x first
+      info.stride[a] = info.size[a] > 0 ? (probe + info.size[a] - 1) / info.size[a] : 0;
     }
+    info.fieldOfView = impact::measureFieldOfView(model, spec, static_cast<int>(o));
+  }
+  return out;
+}
+
+py::list
+inspectModel(const std::string & path, int dimension, int channels, int numberOfOutputs, int64_t probe)
+{
+  std::vector<OutputInfo> infos;
+  {
+    // The field of view is measured with autograd, which must not run under the GIL.
+    py::gil_scoped_release release;
+    infos = measure(path, dimension, channels, numberOfOutputs, probe);
+  }
+  py::list out;
+  for (size_t o = 0; o < infos.size(); ++o)
+  {
     py::dict d;
     d["output"] = o;
-    d["channels"] = shape[1];
-    d["size"] = size;
-    d["stride"] = stride;
-    d["field_of_view"] = impact::measureFieldOfView(model, spec, static_cast<int>(o));
+    d["channels"] = infos[o].channels;
+    d["size"] = infos[o].size;
+    d["stride"] = infos[o].stride;
+    d["field_of_view"] = infos[o].fieldOfView;
     out.append(d);
   }
   return out;

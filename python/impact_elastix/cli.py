@@ -1,0 +1,234 @@
+"""impact-elastix: command-line entry point.
+
+impact-elastix register -f F.mha -m M.mha -p Params.txt -o OUT   (or --preset ct-cbct --model M.pt)
+impact-elastix transformix -tp TransformParameters.0.txt -o OUT [--in IMAGE] [--def all|POINTS]
+impact-elastix models inspect MODEL.pt --dimension 3
+impact-elastix preset ct-cbct --model M.pt [-o Params.txt]
+impact-elastix bin-dir        (the folder to give SlicerElastix as its custom elastix location)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__, bin_dir
+
+
+class Progress:
+    """One status line from elastix's console output: level, iteration, metric value, elapsed time."""
+
+    def __init__(self, maps: list[dict[str, tuple[str, ...]]], stream: object = sys.stderr) -> None:
+        self.stream = stream
+        self.maps = maps
+        self.stage = -1
+        self.level = 0
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.in_table = False
+
+    def _total(self, key: str, default: int) -> int:
+        m = self.maps[max(self.stage, 0)] if self.maps else {}
+        values = m.get(key, (str(default),))
+        try:
+            return int(values[min(self.level, len(values) - 1)])
+        except ValueError:
+            return default
+
+    def __call__(self, line: str) -> None:
+        if line.startswith("Running elastix with parameter file"):
+            self.stage += 1
+        elif line.startswith("Resolution:"):
+            self.level = int(line.split(":")[1])
+            self.in_table = False
+        elif line.startswith("1:ItNr"):
+            self.in_table = True
+        elif self.in_table and line[:1].isdigit():
+            fields = line.split("\t")
+            now = time.perf_counter()
+            if now - self.last < 0.25:
+                return
+            self.last = now
+            stage = f"map {self.stage + 1}/{len(self.maps)} " if len(self.maps) > 1 else ""
+            levels = self._total("NumberOfResolutions", 1)
+            iterations = self._total("MaximumNumberOfIterations", 500)
+            metric = fields[1] if len(fields) > 1 else "?"
+            self.stream.write(  # type: ignore[attr-defined]
+                f"\r{stage}level {self.level + 1}/{levels}  iteration {int(fields[0]) + 1}/{iterations}"
+                f"  metric {metric:>12s}  {now - self.start:6.1f} s   "
+            )
+            self.stream.flush()  # type: ignore[attr-defined]
+        elif line.startswith("Stopping condition"):
+            self.in_table = False
+            self.stream.write("\n")  # type: ignore[attr-defined]
+
+
+def _register(args: argparse.Namespace) -> int:
+    from .parameter_object import ParameterObject, read_parameter_file, write_parameter_file
+    from .registration import elastix_registration_method
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.preset:
+        from .presets import PRESETS
+
+        if not args.model:
+            raise SystemExit("--preset needs --model (and --mind for mr-ct)")
+        extra = {"mind": args.mind} if args.preset == "mr-ct" else {}
+        if args.preset == "mr-ct" and not args.mind:
+            raise SystemExit("--preset mr-ct needs --mind MIND.pt as well as --model")
+        maps = [PRESETS[args.preset](args.model, **extra)]
+        write_parameter_file(maps[0], out / f"{args.preset}.txt")
+        print(f"parameter map: {out / (args.preset + '.txt')}", file=sys.stderr)
+    elif args.p:
+        maps = [read_parameter_file(p) for p in args.p]
+    else:
+        raise SystemExit("give -p Params.txt (repeatable) or --preset NAME --model MODEL.pt")
+    progress = None if args.verbose or args.quiet else Progress(maps)
+    start = time.perf_counter()
+    _, transform = elastix_registration_method(
+        args.f,
+        args.m,
+        parameter_object=ParameterObject(maps),
+        fixed_mask=args.fMask,
+        moving_mask=args.mMask,
+        initial_transform_parameter_file_name=args.t0,
+        output_directory=out,
+        log_to_console=args.verbose,
+        log_to_file=True,
+        number_of_threads=args.threads,
+        on_output_line=progress,
+    )
+    if not args.quiet:
+        print(
+            f"done in {time.perf_counter() - start:.1f} s: {out}/TransformParameters.{len(maps) - 1}.txt, "
+            f"{out}/result.{len(maps) - 1}.mha, {out}/elastix.log",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _transformix(args: argparse.Namespace) -> int:
+    from .executables import run
+
+    cmd = [str(bin_dir() / "transformix"), "-tp", args.tp, "-out", args.out]
+    for flag in ("in", "def", "jac", "jacmat"):
+        value = getattr(args, flag)
+        if value is not None:
+            cmd += [f"-{flag}", value]
+    if args.threads:
+        cmd += ["-threads", str(args.threads)]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    run(cmd, verbose=args.verbose)
+    print(f"done: {args.out}", file=sys.stderr)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .impact_map import inspect_model
+
+    outputs = inspect_model(args.path, args.dimension, args.channels)
+    print(f"{args.path}: {args.dimension}D, {args.channels} input channel(s), {len(outputs)} output(s)")
+    print(f"{'output':>6}  {'channels':>8}  {'stride':>10}  {'field of view':>14}  minimal PatchSize")
+    for o in outputs:
+        fov = "*".join(str(v) for v in o.field_of_view)
+        stride = "*".join(str(v) for v in o.stride)
+        print(f"{o.index + 1:>6}  {o.channels:>8}  {stride:>10}  {fov:>14}  {fov}")
+    return 0
+
+
+def _preset(args: argparse.Namespace) -> int:
+    from .parameter_object import format_parameter_map
+    from .presets import PRESETS
+
+    extra = {"mind": args.mind} if args.name == "mr-ct" else {}
+    if args.name == "mr-ct" and not args.mind:
+        raise SystemExit("mr-ct needs --mind MIND.pt")
+    text = format_parameter_map(PRESETS[args.name](args.model, **extra))
+    if args.o:
+        Path(args.o).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .presets import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="impact-elastix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"impact-elastix {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    reg = sub.add_parser(
+        "register",
+        help="register two images with elastix (IMPACT available)",
+        description="Runs elastix -f -m -p -out with progress output; the results land in OUT.",
+    )
+    reg.add_argument("-f", required=True, help="fixed image")
+    reg.add_argument("-m", required=True, help="moving image")
+    reg.add_argument("-p", action="append", help="parameter file (repeat for a sequence of registrations)")
+    reg.add_argument("-o", "--out", required=True, help="output directory")
+    reg.add_argument("--fMask", help="fixed image mask")
+    reg.add_argument("--mMask", help="moving image mask")
+    reg.add_argument("--t0", help="initial transform parameter file")
+    reg.add_argument("--threads", type=int, help="number of threads (elastix and torch)")
+    reg.add_argument("--preset", choices=sorted(PRESETS), help="a recommended IMPACT set-up instead of -p")
+    reg.add_argument("--model", help="TorchScript model for --preset")
+    reg.add_argument("--mind", help="MIND TorchScript model for --preset mr-ct")
+    verbosity = reg.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="show elastix's full console output")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    reg.set_defaults(run=_register)
+
+    tfx = sub.add_parser(
+        "transformix",
+        help="apply a transform (image, deformation field, Jacobians, points)",
+        description="Runs transformix -tp -out with the given outputs.",
+    )
+    tfx.add_argument("-tp", required=True, help="transform parameter file")
+    tfx.add_argument("-o", "--out", required=True, help="output directory")
+    tfx.add_argument("--in", dest="in", help="image to warp")
+    tfx.add_argument("--def", dest="def", help="'all' for the deformation field, or a point file")
+    tfx.add_argument("--jac", help="'all' for the determinant of the spatial Jacobian")
+    tfx.add_argument("--jacmat", help="'all' for the full spatial Jacobian")
+    tfx.add_argument("--threads", type=int, help="number of threads")
+    tfx.add_argument("-v", "--verbose", action="store_true", help="show transformix's console output")
+    tfx.set_defaults(run=_transformix)
+
+    models = sub.add_parser("models", help="feature-extractor tools")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    ins = msub.add_parser("inspect", help="outputs, strides and measured field of view of a TorchScript model")
+    ins.add_argument("path", help="TorchScript model file")
+    ins.add_argument("--dimension", type=int, choices=(2, 3), default=3, help="model dimension (default 3)")
+    ins.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
+    ins.set_defaults(run=_models)
+
+    pre = sub.add_parser("preset", help="write a recommended IMPACT parameter map")
+    pre.add_argument("name", choices=sorted(PRESETS))
+    pre.add_argument("--model", required=True, help="TorchScript segmentation-network model")
+    pre.add_argument("--mind", help="MIND TorchScript model (mr-ct)")
+    pre.add_argument("-o", help="output file (default: standard output)")
+    pre.set_defaults(run=_preset)
+
+    bd = sub.add_parser("bin-dir", help="print the folder holding elastix and transformix (for SlicerElastix)")
+    bd.set_defaults(run=lambda _args: print(bin_dir()) or 0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .executables import ElastixError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ElastixError, ValueError, TypeError, FileNotFoundError) as e:
+        print(f"impact-elastix {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
