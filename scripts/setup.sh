@@ -15,18 +15,22 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY=$VENV/bin/python
-log "installing Python dependencies (torch 2.13, numpy, pytest, scikit-build-core)"
-"$PY" -m pip install -q torch==2.13.0 numpy pytest "scikit-build-core>=0.10"
+log "installing Python dependencies (torch 2.13, numpy, scikit-build-core; itk, itk-elastix, SimpleITK, pytest)"
+"$PY" -m pip install -q torch==2.13.0 numpy "scikit-build-core>=0.10" pytest itk==5.4.7 itk-elastix==0.25.4 "SimpleITK>=2.3"
 
 log "ITK 5.4.7 + elastix 5.3.1 SDK (cached build)"
 SDK=$(bash "$ROOT/scripts/deps.sh")
 
-log "building and installing impact-elastix"
+log "building the impact-elastix wheel (dist/) and installing it"
 t0=$SECONDS
-"$PY" -m pip install -v --no-build-isolation --no-deps \
+rm -f "$ROOT"/dist/impact_elastix-*.whl
+"$PY" -m pip wheel -v --no-build-isolation --no-deps -w "$ROOT/dist" \
   -Ccmake.define.IMPACT_SDK="$SDK" -Cbuild.verbose=true "$ROOT" 2>&1 \
   | grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error|Error' >&2 || true
-"$PY" -c "import impact_elastix._core" || { log "ERROR: pip install failed (rerun: $PY -m pip install -v --no-build-isolation $ROOT)"; exit 1; }
+WHEEL=$(ls "$ROOT"/dist/impact_elastix-*.whl 2>/dev/null | head -1)
+[ -n "$WHEEL" ] || { log "ERROR: the wheel build failed (rerun: $PY -m pip wheel -v --no-build-isolation $ROOT)"; exit 1; }
+"$PY" -m pip install -q --no-deps --force-reinstall "$WHEEL"
+"$PY" -c "import impact_elastix._core" || { log "ERROR: the installed package does not import"; exit 1; }
 log "installed in $(( SECONDS - t0 )) s: $("$PY" -c 'import impact_elastix; print(impact_elastix.bin_dir())')"
 
 case "${1:-}" in
