@@ -165,6 +165,20 @@ def test_initial_transform_object_comes_first_as_in_itk_elastix(pair: tuple) -> 
     np.testing.assert_allclose(total, SHIFT, atol=0.05)
 
 
+def test_relative_initial_transform_becomes_absolute(
+    pair: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """elastix resolves a relative InitialTransformParameterFileName against the transform file's folder."""
+    fixed, moving = pair
+    _, first = elastix_registration_method(fixed, moving, parameter_object=[_translation_map(20)])
+    first.WriteParameterFile(tmp_path / "initial.txt")
+    monkeypatch.chdir(tmp_path)
+    _, transform = elastix_registration_method(
+        fixed, moving, parameter_object=[_translation_map(20)], initial_transform_parameter_file_name="initial.txt"
+    )
+    assert transform.GetParameter(0, "InitialTransformParameterFileName") == (str(tmp_path / "initial.txt"),)
+
+
 def test_cli_and_api_give_the_same_transform(pair: tuple, tmp_path: Path) -> None:
     fixed, moving = pair
     itk.imwrite(fixed, str(tmp_path / "fixed.mha"))

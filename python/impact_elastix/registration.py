@@ -151,7 +151,8 @@ def elastix_registration_method(
         if initial is not None:
             cmd += ["-t0", str(_write_chain(initial.GetParameterMaps(), tmp, "initial", {}))]
         elif initial_transform_parameter_file_name is not None:
-            cmd += ["-t0", str(initial_transform_parameter_file_name)]
+            # Absolute: elastix resolves a relative name against the transform file's own folder later.
+            cmd += ["-t0", str(Path(initial_transform_parameter_file_name).resolve())]
         for flag, value in (("-fp", fixed_point_set_file_name), ("-mp", moving_point_set_file_name)):
             if value is not None:
                 cmd += [flag, str(value)]
