@@ -4,6 +4,11 @@
 # Re-running is cheap: each stage leaves a stamp and is skipped when its stamp exists.
 # Prints the SDK prefix (ITK_DIR/ElastixDir live below it) as its last line.
 #
+#   deps.sh --reference   also builds elastix 5.3.1 WITH its own Impact component (USE_ImpactMetric,
+#                         LibTorch from $PYTHON's torch) against the same ITK, into
+#                         $CACHE/reference/...: the competitor for benchmarks/ only, never linked
+#                         into our product. Prints that prefix.
+#
 # Environment:
 #   IMPACT_DEPS_CACHE  cache root (default ~/.cache/impact-elastix)
 #   IMPACT_JOBS        parallel build jobs (default: number of cores)
@@ -238,5 +243,27 @@ fi
 nm -D --defined-only "$SDK/bin/elastix" | grep -q _ZN7elastix3log4info \
   || die "$SDK/bin/elastix does not export elastix::log (plugin messages would be lost)"
 ln -sfn "$SDK" "$CACHE/sdk/current"
+if [ "${1:-}" = "--reference" ]; then
+  PY=${PYTHON:-python3}
+  TORCH_PREFIX=$("$PY" -c "import torch.utils; print(torch.utils.cmake_prefix_path)") \
+    || die "--reference needs torch in $PY (set PYTHON)"
+  TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__)")
+  # The competitor as its authors ship it: same source, ITK and components, plus USE_ImpactMetric.
+  REF_FLAGS=("${COMMON_FLAGS[@]}" -DELASTIX_USE_OPENCL=OFF -DUSE_ALL_COMPONENTS=OFF)
+  for f in "${ELASTIX_FLAGS[@]}"; do
+    case $f in -DUSE_ImpactMetric=*) ;; -DUSE_*) REF_FLAGS+=("$f") ;; esac
+  done
+  REF_FLAGS+=(-DUSE_ImpactMetric=ON "-DTorch_DIR=$TORCH_PREFIX/Torch" "-DCMAKE_INSTALL_RPATH=\$ORIGIN/../lib")
+  REF_KEY=$( (echo "$KEY $TORCH_VERSION"; printf '%s\n' "${REF_FLAGS[@]}" | grep -v Torch_DIR) | sha256sum | cut -c1-12)
+  REF=$CACHE/reference/elastix-${ELASTIX_DEB_REV%-*}-impact_$REF_KEY
+  if [ ! -f "$REF/.done" ]; then
+    ITK_DIR=$(dirname "$(find "$SDK/lib/cmake" -name ITKConfig.cmake | head -1)")
+    cmake_build elastix-reference "$ELASTIX_SRC" "$REF" "${REF_FLAGS[@]}" -DITK_DIR="$ITK_DIR"
+    echo "$TORCH_PREFIX" > "$REF/torch-prefix"
+    touch "$REF/.done"
+  fi
+  echo "$REF"
+  exit 0
+fi
 ccache -s 2>/dev/null | grep -iE "hits|cache size" | sed 's/^/[deps] ccache: /' >&2 || true
 echo "$SDK"

@@ -283,3 +283,20 @@ def test_lung_with_itk_images_and_itk_parameter_object(m730: Path, tmp_path: Pat
     after = landmark_tre(case, tmp_path / "t.txt").mean()
     before = landmark_tre(case, case.affine).mean()
     assert after < 0.75 * before, (before, after)
+
+
+def test_progress_shows_every_level() -> None:
+    import io
+
+    from impact_elastix.cli import Progress
+
+    stream = io.StringIO()
+    progress = Progress([{"NumberOfResolutions": ("2",), "MaximumNumberOfIterations": ("3",)}], stream)
+    lines = ['Running elastix with parameter file 0: "p.txt".']
+    for level in (0, 1):
+        lines += [f"Resolution: {level}", "1:ItNr\t2:Metric\t3a:Time"] + [f"{i}\t-0.5\t0.1" for i in range(3)]
+        lines += ["Stopping condition: Maximum number of iterations has been reached."]
+    for line in lines:
+        progress(line)
+    text = stream.getvalue()
+    assert "level 1/2  iteration 1/3" in text and "level 2/2  iteration 1/3" in text

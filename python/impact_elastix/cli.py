@@ -28,6 +28,7 @@ class Progress:
         self.start = time.perf_counter()
         self.last = 0.0
         self.in_table = False
+        self.shown = (-2, -1)
 
     def _total(self, key: str, default: int) -> int:
         m = self.maps[max(self.stage, 0)] if self.maps else {}
@@ -48,9 +49,10 @@ class Progress:
         elif self.in_table and line[:1].isdigit():
             fields = line.split("\t")
             now = time.perf_counter()
-            if now - self.last < 0.25:
+            # At most 4 updates a second, but always the first iteration of a level.
+            if now - self.last < 0.25 and (self.stage, self.level) == self.shown:
                 return
-            self.last = now
+            self.last, self.shown = now, (self.stage, self.level)
             stage = f"map {self.stage + 1}/{len(self.maps)} " if len(self.maps) > 1 else ""
             levels = self._total("NumberOfResolutions", 1)
             iterations = self._total("MaximumNumberOfIterations", 500)
