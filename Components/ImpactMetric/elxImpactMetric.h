@@ -81,6 +81,10 @@ public:
   void
   AfterEachIteration() override;
 
+  /** Logs what the level cost: metric calls, samples, patches through the models, seconds. */
+  void
+  AfterEachResolution() override;
+
 protected:
   ImpactMetric() = default;
   ~ImpactMetric() override = default;

@@ -88,6 +88,23 @@ ImpactMetric<TElastix>::AfterEachIteration()
 
 template <typename TElastix>
 void
+ImpactMetric<TElastix>::AfterEachResolution()
+{
+  const auto * engine = this->GetEngine();
+  if (!engine)
+  {
+    return;
+  }
+  // One line, stable wording: benchmarks/ reads it to relate model work to the machine's FLOP rate.
+  const auto & s = engine->statistics();
+  log::info(std::ostringstream{} << "IMPACT statistics: " << s.evaluations << " evaluations ("
+                                 << s.evaluationsWithGradient << " with gradient), " << s.samples << " samples, "
+                                 << s.patchesForward << " patches forward, " << s.patchesBackward
+                                 << " patches backward, " << s.seconds << " s in the metric");
+}
+
+template <typename TElastix>
+void
 ImpactMetric<TElastix>::Initialize()
 {
   itk::TimeProbe timer;

@@ -393,6 +393,9 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
     }
   }
 
+  m_Statistics.patchesForward += 2 * n;
+  m_Statistics.patchesBackward += gradient ? n : 0;
+
   // Fixed features are constants of the optimisation.
   std::vector<torch::Tensor> fixedFeatures;
   {
@@ -479,6 +482,7 @@ Engine::evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & moving
                 fixedPoints.size(1) == m_Fixed.geometry.dim(),
               "IMPACT: sample points must be (N, ", m_Fixed.geometry.dim(), "), got ", fixedPoints.sizes(), " and ",
               movingPoints.sizes());
+  const auto start = std::chrono::steady_clock::now();
   const auto x = fixedPoints.to(torch::kFloat64);
   const auto y = movingPoints.to(torch::kFloat64);
   Result     result;
@@ -506,6 +510,10 @@ Engine::evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & moving
     throw std::runtime_error("IMPACT: the similarity is NaN or Inf: a model returned NaN/Inf features for these "
                              "samples (check the intensity preprocessing the model expects)");
   }
+  ++m_Statistics.evaluations;
+  m_Statistics.evaluationsWithGradient += withGradient ? 1 : 0;
+  m_Statistics.samples += x.size(0);
+  m_Statistics.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
 

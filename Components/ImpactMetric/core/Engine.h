@@ -61,6 +61,22 @@ public:
   Result
   evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & movingPoints, bool withGradient);
 
+  /** Work done since construction: what a level cost, for the log and for benchmarks. */
+  struct Statistics
+  {
+    int64_t evaluations{};             // calls of evaluate()
+    int64_t evaluationsWithGradient{}; // of them, with dS/dy
+    int64_t samples{};                 // sample points over all calls
+    int64_t patchesForward{};          // Jacobian mode: patches through a model (fixed and moving)
+    int64_t patchesBackward{};         // Jacobian mode: moving patches also backpropagated to the input
+    double  seconds{};                 // wall time inside evaluate()
+  };
+  const Statistics &
+  statistics() const
+  {
+    return m_Statistics;
+  }
+
   /** Maps world points (N, D) float64 of the fixed domain through the current transform. */
   using PointMapping = std::function<torch::Tensor(const torch::Tensor &)>;
 
@@ -109,6 +125,7 @@ private:
   std::vector<std::shared_ptr<FeatureMap>>             m_Displacement; // per layer: T_k(p) - p after an update
   std::vector<std::pair<ResampledImage, ResampledImage>> m_Inputs; // Static: one per model
   torch::Generator                                     m_Generator;
+  Statistics                                           m_Statistics;
 };
 
 } // namespace impact

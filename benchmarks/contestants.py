@@ -1,0 +1,119 @@
+"""The contestants: one elastix map per case, identical apart from the metric block and the executable.
+
+Ours: our elastix with our IMPACT plugin (seed spelling). Reference: elastix 5.3.1 built from the same
+Debian source with its own Impact component (`scripts/deps.sh --reference`), 5.3.1 spelling.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import impact_elastix
+from impact_elastix.impact_map import inspect_model
+
+from .cases import Case
+
+
+@dataclass
+class Contestant:
+    name: str
+    bin_dir: Path
+    metric: dict
+    env: dict[str, str] | None = None
+    model: Path | None = None
+    patch: tuple[int, ...] | None = None  # Jacobian patches, for the FLOP count
+
+
+def _axes(values: list[float] | tuple[float, ...]) -> str:
+    return "*".join(f"{v:g}" for v in values)
+
+
+def _model_setup(case: Case, model: Path, voxel: float) -> tuple[int, tuple[int, ...], list[float]]:
+    dim = 2 if "2D" in model.name else 3
+    fov = inspect_model(model, dim)[0].field_of_view
+    return dim, fov, [voxel] * dim
+
+
+def ours(case: Case, label: str, model: Path, mode: str, voxel: float) -> Contestant:
+    dim, fov, voxels = _model_setup(case, model, voxel)
+    patch = fov if mode == "Jacobian" else (0,) * dim
+    metric = {
+        "Metric": "Impact",
+        "ModelsPath": str(model),
+        "Dimension": str(dim),
+        "NumberOfChannels": "1",
+        "PatchSize": _axes(patch),
+        "VoxelSize": _axes(voxels),
+        "LayersMask": "1",
+        "SubsetFeatures": "32",
+        "LayersWeight": "1",
+        "Mode": mode,
+        "GPU": -1,
+        "PCA": "0",
+        "Distance": "L2",
+        "FeaturesMapUpdateInterval": -1,
+        "WriteFeatureMaps": "false",
+    }
+    return Contestant(
+        f"IMPACT {mode} {label} (ours)",
+        impact_elastix.bin_dir(),
+        metric,
+        None,
+        model,
+        tuple(fov) if mode == "Jacobian" else None,
+    )
+
+
+def reference(case: Case, label: str, model: Path, mode: str, voxel: float, prefix: Path, levels: int) -> Contestant:
+    dim, fov, voxels = _model_setup(case, model, voxel)
+    patch = fov if mode == "Jacobian" else (0,) * dim
+    metric: dict = {
+        "Metric": "Impact",
+        "ImpactMode": [mode] * levels,
+        "ImpactGPU": [-1] * levels,
+        "ImpactFeaturesMapUpdateInterval": [-1] * levels,
+        "ImpactWriteFeatureMaps": "false",
+    }
+    for level in range(levels):
+        metric |= {
+            f"ImpactModelsPath{level}": str(model),
+            f"ImpactDimension{level}": str(dim),
+            f"ImpactNumberOfChannels{level}": "1",
+            f"ImpactPatchSize{level}": list(patch),
+            f"ImpactVoxelSize{level}": voxels,
+            f"ImpactLayersMask{level}": "1",
+            f"ImpactSubsetFeatures{level}": 32,
+            f"ImpactLayersWeight{level}": 1,
+            f"ImpactDistance{level}": "L2",
+            f"ImpactPCA{level}": 0,
+        }
+    torch_lib = Path((prefix / "torch-prefix").read_text().strip()).parent / "lib"
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([str(prefix / "lib"), str(torch_lib), env.get("LD_LIBRARY_PATH", "")])
+    return Contestant(
+        f"IMPACT {mode} {label} (elastix 5.3.1)",
+        prefix / "bin",
+        metric,
+        env,
+        model,
+        tuple(fov) if mode == "Jacobian" else None,
+    )
+
+
+def intensity(name: str, metric: str) -> Contestant:
+    return Contestant(name, impact_elastix.bin_dir(), {"Metric": metric})
+
+
+def contestants(case: Case, reference_prefix: Path | None, levels: int) -> list[Contestant]:
+    out = [
+        intensity("AdvancedMattesMutualInformation", "AdvancedMattesMutualInformation"),
+        intensity("AdvancedNormalizedCorrelation", "AdvancedNormalizedCorrelation"),
+    ]
+    for label, model in case.models.items():
+        for mode in ("Jacobian", "Static"):
+            out.append(ours(case, label, model, mode, case.voxel))
+            if reference_prefix is not None:
+                out.append(reference(case, label, model, mode, case.voxel, reference_prefix, levels))
+    return out
