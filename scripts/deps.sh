@@ -244,6 +244,10 @@ nm -D --defined-only "$SDK/bin/elastix" | grep -q _ZN7elastix3log4info \
   || die "$SDK/bin/elastix does not export elastix::log (plugin messages would be lost)"
 ln -sfn "$SDK" "$CACHE/sdk/current"
 if [ "${1:-}" = "--reference" ]; then
+  # The SDK is ready: let other builds of it proceed while the (long) reference builds under its own lock.
+  flock -u 9 2>/dev/null || true
+  exec 8>"$CACHE/.lock-reference"
+  flock -n 8 || { log "another deps.sh is building the reference; waiting for it"; flock 8; }
   PY=${PYTHON:-python3}
   TORCH_PREFIX=$("$PY" -c "import torch.utils; print(torch.utils.cmake_prefix_path)") \
     || die "--reference needs torch in $PY (set PYTHON)"
