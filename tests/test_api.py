@@ -300,3 +300,31 @@ def test_progress_shows_every_level() -> None:
         progress(line)
     text = stream.getvalue()
     assert "level 1/2  iteration 1/3" in text and "level 2/2  iteration 1/3" in text
+
+
+def test_static_maps_are_reused_by_a_level_with_the_same_inputs(pair: tuple, mind2d: Path, tmp_path: Path) -> None:
+    """impact_parameter_map's pyramid neither smooths nor resamples: level 2 reuses level 1's feature maps."""
+    fixed, moving = pair
+    params = impact_parameter_map(
+        FeatureModel(mind2d, dimension=2, voxel_size=(0.9, 1.1), subset_features=0),
+        dimension=2,
+        mode="Static",
+        transform="TranslationTransform",
+        number_of_resolutions=2,
+        iterations=60,
+        samples=500,
+    )
+    _, transform = elastix_registration_method(
+        fixed, moving, parameter_object=params, output_directory=tmp_path, log_to_file=True
+    )
+    log = (tmp_path / "elastix.log").read_text()
+    assert log.count("feature maps reused") == 1
+    assert log.count("IMPACT Static: features of model") == 1
+    np.testing.assert_allclose(_translation(transform), SHIFT, atol=0.3)
+    # A smoothing pyramid changes the images between levels: no reuse.
+    params["FixedImagePyramid"] = ("FixedSmoothingImagePyramid",)
+    params["MovingImagePyramid"] = ("MovingSmoothingImagePyramid",)
+    for key in ("Fixed", "Moving"):
+        del params[f"{key}ImagePyramidSmoothingSchedule"], params[f"{key}ImagePyramidRescaleSchedule"]
+    elastix_registration_method(fixed, moving, parameter_object=params, output_directory=tmp_path, log_to_file=True)
+    assert "feature maps reused" not in (tmp_path / "elastix.log").read_text()

@@ -95,7 +95,8 @@ private:
   void
   WriteFeatureMaps(unsigned int level) const;
 
-  std::shared_ptr<impact::ModelCache> m_Models;
+  std::shared_ptr<impact::ModelCache>  m_Models;
+  std::shared_ptr<impact::StaticCache> m_StaticMaps; // Static: maps reused by a level with identical inputs
   unsigned int                        m_IterationsThisLevel{ 0 };
 };
 

@@ -21,6 +21,7 @@ void
 ImpactMetric<TElastix>::BeforeRegistration()
 {
   m_Models = std::make_shared<impact::ModelCache>();
+  m_StaticMaps = std::make_shared<impact::StaticCache>();
   this->SetModelCache(m_Models);
   // elastix -threads N bounds torch's intra-op pool too (otherwise torch takes every core).
   const Configuration & configuration = itk::Deref(ElastixMetric::GetConfiguration());
@@ -69,6 +70,7 @@ ImpactMetric<TElastix>::BeforeEachResolution()
   options.seed += level; // a fresh but reproducible stream per level
   options.info = [](const std::string & message) { log::info(message); };
   options.warn = [](const std::string & message) { log::warn(message); };
+  options.staticCache = m_StaticMaps;
   this->SetEngineOptions(options);
   m_IterationsThisLevel = 0;
 }

@@ -189,48 +189,7 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
   {
     return;
   }
-  const bool keep = !m_Config.featureMapDirectory.empty();
-  for (size_t i = 0; i < m_Models.size(); ++i)
-  {
-    const auto   start = std::chrono::steady_clock::now();
-    const auto & fspec = m_Config.fixedModels[i];
-    const auto & mspec = m_Config.movingModels[i];
-    auto         fixedInput = resampleForModel(m_Fixed.coefficients, m_Fixed.geometry, fspec.voxelSize);
-    auto         movingInput = resampleForModel(m_Moving.coefficients, m_Moving.geometry, mspec.voxelSize);
-    auto         fctx = m_Fixed.context, mctx = m_Moving.context;
-    fctx.numberOfLayers = static_cast<int>(fspec.layersMask.size());
-    mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
-    auto fmaps = computeFeatureMaps(*m_Models[i].fixed, fspec, fixedInput, fctx, m_Options.maxBatchVoxels);
-    auto mmaps = computeFeatureMaps(*m_Models[i].moving, mspec, movingInput, mctx, m_Options.maxBatchVoxels);
-    size_t k = 0;
-    for (const auto & layer : m_Config.layers)
-    {
-      if (layer.model != static_cast<int>(i))
-      {
-        continue;
-      }
-      auto & f = fmaps.at(k);
-      auto & m = mmaps.at(k);
-      ++k;
-      m_PCA.push_back(applyPCA(f, m, layer.pca));
-      m_Displacement.emplace_back();
-      std::ostringstream os;
-      os << "IMPACT Static: model \"" << fspec.path << "\" output " << layer.output + 1 << ": feature maps "
-         << sizeText(f.geometry.size) << " (fixed) and " << sizeText(m.geometry.size) << " (moving) voxels x "
-         << f.features.size(-1) << " channels";
-      f.finalize(keep);
-      m.finalize(keep);
-      m_Maps.emplace_back(std::move(f), std::move(m));
-      m_Options.info(os.str());
-    }
-    if (keep)
-    {
-      m_Inputs.emplace_back(std::move(fixedInput), std::move(movingInput));
-    }
-    std::ostringstream os;
-    os << "IMPACT Static: features of model \"" << fspec.path << "\" computed in " << seconds(start) << " s";
-    m_Options.info(os.str());
-  }
+  computeStaticMaps();
 }
 
 void
@@ -473,6 +432,107 @@ Engine::evaluateStaticLayer(size_t index, const torch::Tensor & x, const torch::
   const auto featureGradient = torch::matmul(dm.to(torch::kFloat64), movingMap.geometry.worldToIndexMatrix());
   *gradient += (dFeature.unsqueeze(-1) * featureGradient).sum(1);
   return value.item<double>();
+}
+
+namespace
+{
+std::string
+staticKey(const LevelConfig & config, const Geometry & fixed, const Geometry & moving)
+{
+  std::ostringstream os;
+  auto               list = [&os](const auto & values) {
+    for (const auto & v : values)
+    {
+      os << v << ' ';
+    }
+    os << '|';
+  };
+  for (const auto * g : { &fixed, &moving })
+  {
+    list(g->size);
+    list(g->origin);
+    list(g->spacing);
+    list(g->direction);
+  }
+  for (const auto * specs : { &config.fixedModels, &config.movingModels })
+  {
+    for (const auto & spec : *specs)
+    {
+      os << spec.path << '|' << spec.channels << '|' << spec.layersMask << '|';
+      list(spec.patchSize);
+      list(spec.voxelSize);
+    }
+  }
+  for (const auto & layer : config.layers)
+  {
+    os << layer.model << ',' << layer.output << ',' << layer.pca << ';';
+  }
+  os << config.featureMapDirectory;
+  return os.str();
+}
+} // namespace
+
+void
+Engine::computeStaticMaps()
+{
+  const auto & cache = m_Options.staticCache;
+  const auto   key = staticKey(m_Config, m_Fixed.geometry, m_Moving.geometry);
+  if (cache && cache->key == key && torch::equal(cache->fixedImage, m_Fixed.coefficients) &&
+      torch::equal(cache->movingImage, m_Moving.coefficients))
+  {
+    m_Maps = cache->maps;
+    m_PCA = cache->pca;
+    m_Inputs = cache->inputs;
+    m_Displacement.assign(m_Maps.size(), nullptr);
+    m_Options.info("IMPACT Static: same images, models and settings as the previous level: feature maps reused");
+    return;
+  }
+  const bool keep = !m_Config.featureMapDirectory.empty();
+  for (size_t i = 0; i < m_Models.size(); ++i)
+  {
+    const auto   start = std::chrono::steady_clock::now();
+    const auto & fspec = m_Config.fixedModels[i];
+    const auto & mspec = m_Config.movingModels[i];
+    auto         fixedInput = resampleForModel(m_Fixed.coefficients, m_Fixed.geometry, fspec.voxelSize);
+    auto         movingInput = resampleForModel(m_Moving.coefficients, m_Moving.geometry, mspec.voxelSize);
+    auto         fctx = m_Fixed.context, mctx = m_Moving.context;
+    fctx.numberOfLayers = static_cast<int>(fspec.layersMask.size());
+    mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
+    auto fmaps = computeFeatureMaps(*m_Models[i].fixed, fspec, fixedInput, fctx, m_Options.maxBatchVoxels);
+    auto mmaps = computeFeatureMaps(*m_Models[i].moving, mspec, movingInput, mctx, m_Options.maxBatchVoxels);
+    size_t k = 0;
+    for (const auto & layer : m_Config.layers)
+    {
+      if (layer.model != static_cast<int>(i))
+      {
+        continue;
+      }
+      auto & f = fmaps.at(k);
+      auto & m = mmaps.at(k);
+      ++k;
+      m_PCA.push_back(applyPCA(f, m, layer.pca));
+      m_Displacement.emplace_back();
+      std::ostringstream os;
+      os << "IMPACT Static: model \"" << fspec.path << "\" output " << layer.output + 1 << ": feature maps "
+         << sizeText(f.geometry.size) << " (fixed) and " << sizeText(m.geometry.size) << " (moving) voxels x "
+         << f.features.size(-1) << " channels";
+      f.finalize(keep);
+      m.finalize(keep);
+      m_Maps.emplace_back(std::move(f), std::move(m));
+      m_Options.info(os.str());
+    }
+    if (keep)
+    {
+      m_Inputs.emplace_back(std::move(fixedInput), std::move(movingInput));
+    }
+    std::ostringstream os;
+    os << "IMPACT Static: features of model \"" << fspec.path << "\" computed in " << seconds(start) << " s";
+    m_Options.info(os.str());
+  }
+  if (cache)
+  {
+    *cache = StaticCache{ m_Fixed.coefficients, m_Moving.coefficients, key, m_Maps, m_PCA, m_Inputs };
+  }
 }
 
 Engine::Result

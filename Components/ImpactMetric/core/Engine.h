@@ -35,11 +35,23 @@ struct SideImage
 SideImage
 makeSideImage(const torch::Tensor & image, const Geometry & geometry);
 
+/** Static mode: the previous level's feature maps, reused when a level sees the same images and
+ *  settings (a pyramid that neither smooths nor resamples, as IMPACT's documentation recommends). */
+struct StaticCache
+{
+  torch::Tensor                                        fixedImage, movingImage; // B-spline coefficients
+  std::string                                          key; // geometries and model settings
+  std::vector<std::pair<FeatureMap, FeatureMap>>       maps;
+  std::vector<PCAProjection>                           pca;
+  std::vector<std::pair<ResampledImage, ResampledImage>> inputs;
+};
+
 class Engine
 {
 public:
   struct Options
   {
+    std::shared_ptr<StaticCache> staticCache; // shared by the levels of one registration; may be null
     uint64_t    seed{ 0 };                 // channel subsets and 2D planes
     int64_t     maxBatchVoxels{ 1 << 24 }; // Static: model input voxels per call
     int64_t     maxBatchElements{ 1 << 26 }; // Jacobian: activation elements per chunk of samples (~256 MB)
@@ -115,6 +127,10 @@ private:
   evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
   double
   evaluateStaticLayer(size_t layer, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
+
+  /** Static mode: computes the feature maps of every selected layer (or takes them from the cache). */
+  void
+  computeStaticMaps();
 
   LevelConfig                                          m_Config;
   SideImage                                            m_Fixed, m_Moving;
