@@ -89,7 +89,7 @@ def reference(case: Case, label: str, model: Path, mode: str, voxel: float, pref
             f"ImpactDistance{level}": "L2",
             f"ImpactPCA{level}": 0,
         }
-    torch_lib = Path((prefix / "torch-prefix").read_text().strip()).parent / "lib"
+    torch_lib = Path((prefix / "torch-prefix").read_text().strip()).parents[1] / "lib"  # torch/share/cmake
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join([str(prefix / "lib"), str(torch_lib), env.get("LD_LIBRARY_PATH", "")])
     return Contestant(
