@@ -73,7 +73,8 @@ def _run(
     try:
         run = run_measured(cmd, work / "elastix.log", c.env)
     except RuntimeError as e:
-        row["error"] = str(e).splitlines()[-1][:200]
+        lines = str(e).splitlines()
+        row["error"] = next((ln for ln in lines if "Description:" in ln or "ERROR" in ln), lines[-1])[:200]
         return row
     its = iterations(run.log)
     row |= {

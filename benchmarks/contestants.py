@@ -68,6 +68,8 @@ def ours(case: Case, label: str, model: Path, mode: str, voxel: float) -> Contes
 
 def reference(case: Case, label: str, model: Path, mode: str, voxel: float, prefix: Path, levels: int) -> Contestant:
     dim, fov, voxels = _model_setup(case, model, voxel)
+    if mode == "Static":
+        voxels = [voxel] * case.dimension  # 5.3.1 reads one voxel size per image axis in Static mode
     patch = fov if mode == "Jacobian" else (0,) * dim
     metric: dict = {
         "Metric": "Impact",
