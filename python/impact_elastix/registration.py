@@ -189,7 +189,7 @@ def _transformix(
     log_to_file: bool,
     log_file_name: str | None,
     number_of_threads: int | None,
-) -> tuple[dict[str, Any], Image, ParameterMap]:
+) -> dict[str, Any]:
     """Runs transformix; returns {output file name: result in the moving image's type}."""
     moving = load_image(moving_image, "moving_image")
     po = _parameter_object(transform_parameter_object, "transform_parameter_object")
@@ -220,7 +220,7 @@ def _transformix(
                 continue
             results[name] = result_like(path, moving, grid=grid)
         _keep_log(out, "transformix.log", log_to_file, log_file_name)
-    return results, moving, last
+    return results
 
 
 def _grid_of(m: ParameterMap) -> Image | None:
@@ -269,7 +269,7 @@ def transformix_filter(
         extra += ["-jacmat", "all"]
     if extra and output_directory is None:
         raise ValueError("the point set and compute_* outputs are written to output_directory; give output_directory")
-    results, _, _ = _transformix(
+    results = _transformix(
         moving_image,
         transform_parameter_object,
         extra,
@@ -293,7 +293,7 @@ def transformix_deformation_field(
     number_of_threads: int | None = None,
 ) -> Any:
     """The displacement field T(x) - x on the fixed grid: a D-component vector image (NumPy: ``(z, y, x, D)``)."""
-    results, _, _ = _transformix(
+    results = _transformix(
         moving_image,
         transform_parameter_object,
         ["-def", "all"],
@@ -321,7 +321,7 @@ def transformix_jacobian(
     The full Jacobian has D*D components per voxel (row-major dT_i/dx_j).
     """
     outputs = ["fullSpatialJacobian.mha", "spatialJacobian.mha"]
-    results, _, _ = _transformix(
+    results = _transformix(
         moving_image,
         transform_parameter_object,
         ["-jac", "all", "-jacmat", "all"],
@@ -353,7 +353,7 @@ def transformix_pointset(
     """
     if not Path(fixed_point_set_file_name).is_file():
         raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
-    results, _, _ = _transformix(
+    results = _transformix(
         moving_image,
         transform_parameter_object,
         ["-def", str(fixed_point_set_file_name)],
