@@ -80,11 +80,11 @@ def test_impact_with_mind_recovers_the_shift(pair: tuple, mind2d: Path, tmp_path
         FeatureModel(mind2d, dimension=2, voxel_size=(0.9, 1.1), subset_features=0),
         dimension=2,
         transform="TranslationTransform",
-        number_of_resolutions=1,
+        number_of_resolutions=2,
         iterations=100,
-        samples=500,
+        samples=1000,
     )
-    assert params["PatchSize"] == ("7*7",)  # R1D2's measured field of view
+    assert params["PatchSize"] == ("7*7", "7*7")  # R1D2's measured field of view, at both levels
     result, transform = elastix_registration_method(
         fixed,
         moving,
