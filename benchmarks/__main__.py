@@ -86,7 +86,7 @@ def _run(
     row |= case.evaluate(work / "TransformParameters.0.txt")
     stats = impact_statistics(run.log)
     if stats and c.model is not None and c.patch is not None:
-        forward, backward = model_flops(c.model, len(c.patch), c.patch)
+        forward, backward = model_flops(c.model, c.patch)
         row["model_gflop"] = (stats["forward"] * forward + stats["backward"] * backward) / 1e9
         row["metric_seconds"] = stats["metric_seconds"]
         row["evaluations"] = stats["evaluations"]

@@ -82,7 +82,7 @@ def gemm_rate(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def model_flops(model: Path, dimension: int, patch: tuple[int, ...], channels: int = 1) -> tuple[float, float]:
+def model_flops(model: Path, patch: tuple[int, ...], channels: int = 1) -> tuple[float, float]:
     """FLOPs of one patch through the model: (forward, backward to the input), counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -96,5 +96,4 @@ def model_flops(model: Path, dimension: int, patch: tuple[int, ...], channels: i
     outs = list(out) if isinstance(out, list | tuple) else [out]
     with FlopCounterMode(display=False) as backward:
         sum(o.sum() for o in outs).backward()
-    del dimension
     return forward.get_total_flops() / batch, backward.get_total_flops() / batch

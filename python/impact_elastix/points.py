@@ -26,13 +26,19 @@ def index_to_world(index: np.ndarray, origin: np.ndarray, spacing: np.ndarray, d
     return origin + (index * spacing) @ np.asarray(direction).T
 
 
+def parse_transformix_points(text: str) -> np.ndarray:
+    """The ``OutputPoint`` column of transformix's ``outputpoints.txt`` text as (N, D)."""
+    return np.array(
+        [
+            [float(v) for v in line.split("OutputPoint = [")[1].split("]")[0].split()]
+            for line in text.splitlines()
+            if "OutputPoint = [" in line
+        ]
+    )
+
+
 def read_transformix_points(path: str | Path) -> np.ndarray:
-    """The ``OutputPoint`` column of transformix's ``outputpoints.txt`` as (N, D)."""
-    out = []
-    for line in Path(path).read_text().splitlines():
-        part = line.split("OutputPoint = [")[1].split("]")[0]
-        out.append([float(v) for v in part.split()])
-    return np.array(out)
+    return parse_transformix_points(Path(path).read_text())
 
 
 def write_points(path: str | Path, points: np.ndarray) -> Path:

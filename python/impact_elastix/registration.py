@@ -11,15 +11,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import elastix_executable, transformix_executable
-from .executables import run
+from .executables import run as run_process
 from .images import Image, ImageLike, check_mask, check_pair, load_image, result_like, write_input
 from .parameter_object import ParameterMap, ParameterObject, read_parameter_file, write_parameter_file
+from .points import parse_transformix_points
 
 _OUTPUT_KEYS = ("WriteResultImage", "ResultImageFormat", "ResultImagePixelType")
 
@@ -158,7 +160,7 @@ def elastix_registration_method(
                 cmd += [flag, str(value)]
         cmd += _threads(number_of_threads)
 
-        run(cmd, on_line=on_output_line, verbose=log_to_console)
+        run_process(cmd, on_line=on_output_line, verbose=log_to_console)
 
         result_maps = [read_parameter_file(out / f"TransformParameters.{i}.txt") for i in range(n)]
         for i, m in enumerate(result_maps):
@@ -179,18 +181,22 @@ def elastix_registration_method(
     return result, _returned_like(ParameterObject(result_maps), parameter_object)
 
 
+@dataclass(frozen=True)
+class _RunOptions:
+    """The itk-elastix keywords every transformix_* function takes, passed on as one."""
+
+    output_directory: str | Path | None
+    log_to_console: bool
+    log_to_file: bool
+    log_file_name: str | None
+    number_of_threads: int | None
+
+
 def _transformix(
-    moving_image: ImageLike,
-    transform_parameter_object: Any,
-    extra: list[str],
-    outputs: list[str],
-    output_directory: str | Path | None,
-    log_to_console: bool,
-    log_to_file: bool,
-    log_file_name: str | None,
-    number_of_threads: int | None,
+    moving_image: ImageLike, transform_parameter_object: Any, extra: list[str], outputs: list[str], run: _RunOptions
 ) -> dict[str, Any]:
     """Runs transformix; returns {output file name: result in the moving image's type}."""
+    output_directory = run.output_directory
     moving = load_image(moving_image, "moving_image")
     po = _parameter_object(transform_parameter_object, "transform_parameter_object")
     last = po.GetParameterMap(len(po) - 1)
@@ -210,8 +216,8 @@ def _transformix(
         cmd = [str(transformix_executable()), "-tp", str(chain), "-out", str(out)] + extra
         if "result.mha" in outputs:
             cmd += ["-in", str(write_input(moving, tmp / "moving.mha"))]
-        cmd += _threads(number_of_threads)
-        run(cmd, verbose=log_to_console)
+        cmd += _threads(run.number_of_threads)
+        run_process(cmd, verbose=run.log_to_console)
         grid = _grid_of(last)
         for name in outputs:
             path = out / name
@@ -219,7 +225,7 @@ def _transformix(
                 results[name] = path.read_text()
                 continue
             results[name] = result_like(path, moving, grid=grid)
-        _keep_log(out, "transformix.log", log_to_file, log_file_name)
+        _keep_log(out, "transformix.log", run.log_to_file, run.log_file_name)
     return results
 
 
@@ -269,17 +275,8 @@ def transformix_filter(
         extra += ["-jacmat", "all"]
     if extra and output_directory is None:
         raise ValueError("the point set and compute_* outputs are written to output_directory; give output_directory")
-    results = _transformix(
-        moving_image,
-        transform_parameter_object,
-        extra,
-        ["result.mha"],
-        output_directory,
-        log_to_console,
-        log_to_file,
-        log_file_name,
-        number_of_threads,
-    )
+    run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
+    results = _transformix(moving_image, transform_parameter_object, extra, ["result.mha"], run)
     return results["result.mha"]
 
 
@@ -293,17 +290,8 @@ def transformix_deformation_field(
     number_of_threads: int | None = None,
 ) -> Any:
     """The displacement field T(x) - x on the fixed grid: a D-component vector image (NumPy: ``(z, y, x, D)``)."""
-    results = _transformix(
-        moving_image,
-        transform_parameter_object,
-        ["-def", "all"],
-        ["deformationField.mha"],
-        output_directory,
-        log_to_console,
-        log_to_file,
-        log_file_name,
-        number_of_threads,
-    )
+    run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
+    results = _transformix(moving_image, transform_parameter_object, ["-def", "all"], ["deformationField.mha"], run)
     return results["deformationField.mha"]
 
 
@@ -321,17 +309,8 @@ def transformix_jacobian(
     The full Jacobian has D*D components per voxel (row-major dT_i/dx_j).
     """
     outputs = ["fullSpatialJacobian.mha", "spatialJacobian.mha"]
-    results = _transformix(
-        moving_image,
-        transform_parameter_object,
-        ["-jac", "all", "-jacmat", "all"],
-        outputs,
-        output_directory,
-        log_to_console,
-        log_to_file,
-        log_file_name,
-        number_of_threads,
-    )
+    run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
+    results = _transformix(moving_image, transform_parameter_object, ["-jac", "all", "-jacmat", "all"], outputs, run)
     return results["fullSpatialJacobian.mha"], results["spatialJacobian.mha"]
 
 
@@ -353,22 +332,11 @@ def transformix_pointset(
     """
     if not Path(fixed_point_set_file_name).is_file():
         raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
+    run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
     results = _transformix(
-        moving_image,
-        transform_parameter_object,
-        ["-def", str(fixed_point_set_file_name)],
-        ["outputpoints.txt"],
-        output_directory,
-        log_to_console,
-        log_to_file,
-        log_file_name,
-        number_of_threads,
+        moving_image, transform_parameter_object, ["-def", str(fixed_point_set_file_name)], ["outputpoints.txt"], run
     )
     rows = [line.split() for line in results["outputpoints.txt"].splitlines() if line.strip()]
     if not reduce_output:
         return np.array(rows, dtype=str)
-    points = []
-    for line in results["outputpoints.txt"].splitlines():
-        if "OutputPoint = [" in line:
-            points.append([float(v) for v in line.split("OutputPoint = [")[1].split("]")[0].split()])
-    return np.array(points)
+    return parse_transformix_points(results["outputpoints.txt"])
