@@ -221,13 +221,14 @@ def test_cli_help_bin_dir_and_inspect(m730: Path, tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "impact_elastix.cli", *args], capture_output=True, text=True)
 
-    for command in ([], ["register"], ["transformix"], ["models"], ["models", "inspect"], ["preset"], ["bin-dir"]):
+    commands = [[], ["register"], ["transformix"], ["models"], ["models", "inspect"], ["models", "mind"]]
+    for command in [*commands, ["models", "fetch"], ["preprocess"], ["preset"], ["bin-dir"]]:
         out = cli(*command, "--help")
         assert out.returncode == 0 and "usage: impact-elastix" in out.stdout, command
     bin_dir = Path(cli("bin-dir").stdout.strip())
     assert (bin_dir / "elastix").is_file() and (bin_dir / "transformix").is_file()
     table = cli("models", "inspect", str(m730), "--dimension", "3").stdout
-    assert "1 output(s)" in table and "5*5*5" in table and "32" in table
+    assert "1 output(s)" in table and "5x5x5" in table and "PatchSize: 5*5*5" in table and "32" in table
     bad = cli("register", "-f", "missing.mha", "-m", "missing.mha", "-p", str(m730), "-o", str(tmp_path))
     assert bad.returncode == 1 and "line 1: expected '(Name value ...)'" in bad.stderr
     params = write_parameter_file(_translation_map(), tmp_path / "p.txt")

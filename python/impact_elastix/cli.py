@@ -2,7 +2,10 @@
 
 impact-elastix register -f F.mha -m M.mha -p Params.txt -o OUT   (or --preset ct-cbct --model M.pt)
 impact-elastix transformix -tp TransformParameters.0.txt -o OUT [--in IMAGE] [--def all|POINTS]
-impact-elastix models inspect MODEL.pt --dimension 3
+impact-elastix models inspect MODEL.pt|NAME    (dimension, channels, outputs, measured field of view)
+impact-elastix models mind R1D2 --dimension 2 -o MIND.pt
+impact-elastix models fetch TS/M730_2_Layers   (into ~/.IMPACT/models)
+impact-elastix preprocess IN.nii.gz OUT.mha --modality ct|mr|imagenet [--orientation RAS]
 impact-elastix preset ct-cbct --model M.pt [-o Params.txt]
 impact-elastix bin-dir        (the folder to give SlicerElastix as its custom elastix location)
 """
@@ -129,15 +132,33 @@ def _transformix(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .impact_map import inspect_model
+    from .models import fetch, inspect
 
-    outputs = inspect_model(args.path, args.dimension, args.channels)
-    print(f"{args.path}: {args.dimension}D, {args.channels} input channel(s), {len(outputs)} output(s)")
-    print(f"{'output':>6}  {'channels':>8}  {'stride':>10}  {'field of view':>14}  minimal PatchSize")
-    for o in outputs:
-        fov = "*".join(str(v) for v in o.field_of_view)
-        stride = "*".join(str(v) for v in o.stride)
-        print(f"{o.index + 1:>6}  {o.channels:>8}  {stride:>10}  {fov:>14}  {fov}")
+    path = fetch(args.path, args.root)
+    print(inspect(path, args.dimension, args.channels).table())
+    return 0
+
+
+def _mind(args: argparse.Namespace) -> int:
+    from .models import export_mind, inspect
+
+    path = export_mind(args.o, args.variant, args.dimension, args.ssc)
+    print(inspect(path).table())
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .models import fetch
+
+    print(fetch(args.name, args.root))
+    return 0
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from .preprocess import preprocess_file
+
+    out = preprocess_file(args.input, args.output, args.modality, args.orientation, args.mask)
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -203,11 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="feature-extractor tools")
     msub = models.add_subparsers(dest="models_command", required=True)
-    ins = msub.add_parser("inspect", help="outputs, strides and measured field of view of a TorchScript model")
-    ins.add_argument("path", help="TorchScript model file")
-    ins.add_argument("--dimension", type=int, choices=(2, 3), default=3, help="model dimension (default 3)")
-    ins.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
+    ins = msub.add_parser("inspect", help="dimension, channels, outputs, strides and measured field of view")
+    ins.add_argument("path", help="TorchScript model file, or a model-store name such as MIND/R1D2")
+    ins.add_argument("--dimension", type=int, choices=(2, 3), help="model dimension (default: detected)")
+    ins.add_argument("--channels", type=int, help="input channels (default: detected)")
+    ins.add_argument("--root", help="model store folder (default: $IMPACT_MODELS_DIR or ~/.IMPACT/models)")
     ins.set_defaults(run=_models)
+    mind = msub.add_parser("mind", help="write a MIND / MIND-SSC TorchScript model")
+    mind.add_argument("variant", help="R<radius>D<dilation>: R1D1, R1D2, R2D1, R2D2, ...")
+    mind.add_argument("--dimension", type=int, choices=(2, 3), default=3, help="2 or 3 (default 3)")
+    mind.add_argument("--ssc", action="store_true", help="MIND-SSC (self-similarity context) instead of MIND")
+    mind.add_argument("-o", required=True, help="output .pt file")
+    mind.set_defaults(run=_mind)
+    fet = msub.add_parser("fetch", help="download a model of the public IMPACT repository into the store")
+    fet.add_argument("name", help="e.g. TS/M730_2_Layers, MIND/R1D2, SAM2.1/Tiny_2_Layers")
+    fet.add_argument("--root", help="model store folder (default: $IMPACT_MODELS_DIR or ~/.IMPACT/models)")
+    fet.set_defaults(run=_fetch)
+
+    prep = sub.add_parser("preprocess", help="normalise (and reorient) an image for a model family")
+    prep.add_argument("input", help="image file (.mha; NIfTI and others with SimpleITK installed)")
+    prep.add_argument("output", help="output image file")
+    prep.add_argument("--modality", required=True, choices=("ct", "mr", "imagenet", "none"), help="model family")
+    prep.add_argument("--orientation", help="reorient the voxel axes, e.g. RAS (TotalSegmentator's canonical)")
+    prep.add_argument("--mask", help="mask restricting the MR mean and standard deviation")
+    prep.set_defaults(run=_preprocess)
 
     pre = sub.add_parser("preset", help="write a recommended IMPACT parameter map")
     pre.add_argument("name", choices=sorted(PRESETS))
