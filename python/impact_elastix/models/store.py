@@ -110,7 +110,8 @@ class ModelStore:
             from huggingface_hub.errors import EntryNotFoundError
         except ImportError:
             raise ModelNotAvailableError(self._missing(name, "huggingface_hub is not installed")) from None
-        url = hf_hub_url(self.repo_id, filename, revision=self.revision, endpoint=self.endpoint)
+        endpoint = self.endpoint or os.environ.get("HF_ENDPOINT")  # read now: huggingface_hub reads it at import
+        url = hf_hub_url(self.repo_id, filename, revision=self.revision, endpoint=endpoint)
         try:
             metadata = get_hf_file_metadata(url)
         except EntryNotFoundError:
@@ -124,9 +125,7 @@ class ModelStore:
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=self.root))
         try:
             got = Path(
-                hf_hub_download(
-                    self.repo_id, filename, revision=self.revision, endpoint=self.endpoint, local_dir=staging
-                )
+                hf_hub_download(self.repo_id, filename, revision=self.revision, endpoint=endpoint, local_dir=staging)
             )
             verify(got, metadata.size, metadata.etag)
             torchscript_members(got)

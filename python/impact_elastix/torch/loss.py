@@ -47,7 +47,8 @@ class FeatureExtractor(nn.Module):
         if dimension not in (None, 2, 3):
             raise ValueError(f"dimension {dimension} is not 2 or 3 (or None: the input's)")
         self.model = model.eval()
-        self.model.requires_grad_(False)
+        for parameter in self.model.parameters():  # frozen: a ScriptModule has no requires_grad_()
+            parameter.requires_grad_(False)
         self.dimension = dimension
         self.channels = channels
         self.shape = None if shape is None else [int(s) for s in shape]
