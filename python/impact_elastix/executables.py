@@ -24,13 +24,19 @@ def _error_text(log: str) -> str:
     return "\n".join(lines[-25:])
 
 
-def run(cmd: list[str], *, on_line: Callable[[str], None] | None = None, verbose: bool = False) -> str:
-    """Runs elastix/transformix, streaming its console output line by line; returns that output.
+def run(
+    cmd: list[str],
+    *,
+    on_line: Callable[[str], None] | None = None,
+    verbose: bool = False,
+    cwd: Path | None = None,
+) -> str:
+    """Runs elastix/transformix (in ``cwd``), streaming its console output line by line; returns that output.
 
     Raises ElastixError with elastix's own error text when it fails.
     """
     with subprocess.Popen(
-        cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace"
+        cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace", cwd=cwd
     ) as proc:
         assert proc.stdout is not None
         lines = []
@@ -58,8 +64,11 @@ def run_elastix(
     moving_mask: str | Path | None = None,
     threads: int | None = None,
     verbose: bool = False,
+    on_line: Callable[[str], None] | None = None,
+    cwd: Path | None = None,
 ) -> Path:
-    """Runs ``elastix -f -m -p ... -out``; returns the last ``TransformParameters.N.txt``."""
+    """Runs ``elastix -f -m -p ... -out`` (in ``cwd``: relative model paths resolve there); returns the
+    last ``TransformParameters.N.txt``."""
     out = Path(out)
     cmd = [str(elastix_executable()), "-f", str(fixed), "-m", str(moving), "-out", str(out)]
     for p in parameter_files:
@@ -70,7 +79,7 @@ def run_elastix(
     if threads is not None:
         cmd += ["-threads", str(threads)]
     out.mkdir(parents=True, exist_ok=True)
-    run(cmd, verbose=verbose)
+    run(cmd, verbose=verbose, on_line=on_line, cwd=cwd)
     return out / f"TransformParameters.{len(parameter_files) - 1}.txt"
 
 
