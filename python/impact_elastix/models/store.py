@@ -149,5 +149,7 @@ def fetch(name: str, root: str | Path | None = None) -> Path:
     """The local path of a model by repository name (downloaded once), or of an existing file path."""
     if Path(name).is_file():
         return Path(name)
+    if Path(name).is_absolute() or name.startswith(("./", "../", "~")):
+        raise FileNotFoundError(f"model file not found: {name}")
     store = ModelStore(Path(root)) if root is not None else ModelStore()
     return store.path(name)
