@@ -64,6 +64,14 @@ def test_module_equals_function_and_checks_its_arguments() -> None:
         module(fixed.repeat(1, 2, 1, 1, 1), moving.repeat(1, 2, 1, 1, 1))
 
 
+def test_nan_features_are_named() -> None:
+    fixed = torch.randn(1, 1, 10, 10)
+    moving = fixed.clone()
+    moving[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="layer 0 of model 0 gives a non-finite L1 distance .moving features"):
+        ImpactLoss(Smooth(2))(fixed, moving)
+
+
 def test_gradient_reaches_moving_only() -> None:
     fixed = torch.randn(1, 1, 10, 10)
     moving = torch.randn(1, 1, 10, 10, requires_grad=True)

@@ -152,3 +152,8 @@ def test_impact_loss_and_cli_take_store_names(
     x = torch.rand(1, 1, 24, 24)
     assert float(loss(x, x)) == 0.0 and float(loss(x, x.flip(-1))) > 0
     assert main(["models", "inspect", "MIND/R2D2"]) == 0
+    from impact_elastix import FeatureModel, impact_parameter_map
+
+    params = impact_parameter_map(FeatureModel("MIND/R2D2", dimension=2), dimension=2)
+    assert params["ModelsPath"][0] == str(tmp_path / "store" / "MIND" / "R2D2.pt")
+    assert params["PatchSize"][0] == "9*9"

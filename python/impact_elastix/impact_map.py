@@ -24,6 +24,8 @@ _TRANSFORMS = ("BSplineTransform", "AffineTransform", "EulerTransform", "Similar
 class FeatureModel:
     """One TorchScript feature extractor and how its features are compared (eq. 6 of the paper).
 
+    ``path``: a TorchScript file, or a model-store name (``"MIND/R1D2"``: downloaded once into
+    ``~/.IMPACT/models``).
     ``layers``: 0-based indices of the model outputs to use (negative counts from the end).
     ``voxel_size``: mm per voxel at which the model sees the image (isotropic or per axis, x first).
     ``patch_size``: voxels per axis; None = the measured field of view (Jacobian mode) or the whole
@@ -78,7 +80,10 @@ def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) ->
     """Per-level text entries of one model (ModelsPath, PatchSize, ... one value per level)."""
     if model.distance not in _DISTANCES:
         raise ValueError(f"distance {model.distance!r} is not one of {', '.join(_DISTANCES)}")
-    outputs = inspect_model(model.path, model.dimension, model.channels)
+    from .models.store import fetch
+
+    path = fetch(str(model.path))  # a file, or a model-store name such as "TS/M730_2_Layers"
+    outputs = inspect_model(path, model.dimension, model.channels)
     n = len(outputs)
     chosen = sorted({i % n for i in model.layers if -n <= i < n})
     if len(chosen) != len(set(model.layers)) or not chosen:
@@ -94,7 +99,7 @@ def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) ->
     voxel = _axes(model.voxel_size, model.dimension, "voxel_size")
     mask = "".join("1" if i in chosen else "0" for i in range(n))
     entries = {
-        "ModelsPath": str(Path(model.path).resolve()),
+        "ModelsPath": str(path.resolve()),
         "Dimension": str(model.dimension),
         "NumberOfChannels": str(model.channels),
         "PatchSize": _size_text(patch),

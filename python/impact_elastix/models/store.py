@@ -140,7 +140,7 @@ class ModelStore:
 
     def _missing(self, name: str, reason: str) -> str:
         return (
-            f"model {name!r} is not in {self.root} and could not be downloaded ({reason}). "
+            f"model {name!r} is neither a local file nor in {self.root}, and could not be downloaded ({reason}). "
             f"Download {self.url(name)} by hand and place it at {self.local_path(name)}"
         )
 
@@ -149,7 +149,8 @@ def fetch(name: str, root: str | Path | None = None) -> Path:
     """The local path of a model by repository name (downloaded once), or of an existing file path."""
     if Path(name).is_file():
         return Path(name)
-    if Path(name).is_absolute() or name.startswith(("./", "../", "~")):
+    if Path(name).is_absolute() or name.startswith(("./", "../", "~")) or "/" not in name.strip("/"):
+        # Not a repository name (those are "<family>/<model>"): a missing local file.
         raise FileNotFoundError(f"model file not found: {name}")
     store = ModelStore(Path(root)) if root is not None else ModelStore()
     return store.path(name)

@@ -113,7 +113,8 @@ def impact_loss(
 ) -> torch.Tensor:
     """S of eq. 6. ``layers[k]``: output indices of extractor k; ``weights``/``distances``: one per
     selected layer, in order over the extractors. ``subset_features`` > 0 compares a random subset of
-    that many channels per layer (the same for both images), drawn from ``generator``."""
+    that many channels per layer (the same for both images), drawn from ``generator``.
+    Raises ValueError naming the model and layer when features are not finite."""
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must have the same shape")
     total = sum(len(chosen) for chosen in layers)
@@ -123,7 +124,7 @@ def impact_loss(
         )
     value = fixed.new_zeros(())
     k = 0
-    for extractor, chosen in zip(extractors, layers, strict=True):
+    for number, (extractor, chosen) in enumerate(zip(extractors, layers, strict=True)):
         n = max(chosen) + 1
         with torch.set_grad_enabled(torch.is_grad_enabled() and fixed.requires_grad):
             f_out = extractor(extractor.prepare(fixed, "fixed"), n)
@@ -133,7 +134,15 @@ def impact_loss(
             if 0 < subset_features < f.shape[1]:
                 pick = torch.randperm(f.shape[1], generator=generator)[:subset_features].to(f.device)
                 f, m = f.index_select(1, pick), m.index_select(1, pick)
-            value = value + weights[k] * distance(distances[k], f, m)
+            term = distance(distances[k], f, m)
+            if not bool(torch.isfinite(term)):
+                side = "fixed" if not bool(torch.isfinite(f).all()) else "moving"
+                raise ValueError(
+                    f"layer {index} of model {number} gives a non-finite "
+                    f"{distances[k]} distance ({side} features contain NaN/inf); check the {side} images and the "
+                    "model's preprocessing"
+                )
+            value = value + weights[k] * term
             k += 1
     return value
 
