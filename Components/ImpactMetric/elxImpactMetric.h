@@ -7,6 +7,11 @@
 namespace elastix
 {
 
+/** The ITK side of the component, on the image types of an elastix instantiation. */
+template <typename TElastix>
+using ImpactSemanticMetricFor = itk::ImpactSemanticMetric<typename MetricBase<TElastix>::FixedImageType,
+                                                          typename MetricBase<TElastix>::MovingImageType>;
+
 /** \class ImpactMetric
  * \brief IMPACT: similarity of deep features of pretrained TorchScript models.
  *
@@ -47,57 +52,41 @@ namespace elastix
  */
 template <typename TElastix>
 class ITK_TEMPLATE_EXPORT ImpactMetric
-  : public itk::ImpactSemanticMetric<typename MetricBase<TElastix>::FixedImageType,
-                                     typename MetricBase<TElastix>::MovingImageType>
+  : public ImpactSemanticMetricFor<TElastix>
   , public MetricBase<TElastix>
 {
 public:
-  ITK_DISALLOW_COPY_AND_MOVE(ImpactMetric);
-
   using Self = ImpactMetric;
-  using ElastixMetric = MetricBase<TElastix>;
-  using ITKMetric =
-    itk::ImpactSemanticMetric<typename ElastixMetric::FixedImageType, typename ElastixMetric::MovingImageType>;
   using Pointer = itk::SmartPointer<Self>;
-
+  using ElastixMetric = MetricBase<TElastix>;
+  using ITKMetric = ImpactSemanticMetricFor<TElastix>;
   itkNewMacro(Self);
   itkOverrideGetNameOfClassMacro(ImpactMetric);
-  elxClassNameMacro("Impact");
+  elxClassNameMacro("Impact"); // the name maps select with (Metric "Impact")
 
-  /** Loads nothing yet; sets up the model cache and the seed shared by all levels. */
-  void
-  BeforeRegistration() override;
-
-  /** Reads and validates this level's IMPACT parameters. */
-  void
-  BeforeEachResolution() override;
-
-  /** Builds the level's engine (models validated, Static feature maps computed) and writes the
-   *  feature maps when asked to. */
-  void
-  Initialize() override;
-
-  /** Static mode: recomputes the moving features every FeaturesMapUpdateInterval iterations. */
-  void
-  AfterEachIteration() override;
-
-  /** Logs what the level cost: metric calls, samples, patches through the models, seconds. */
-  void
-  AfterEachResolution() override;
+  // elastix's hooks, in the order elastix calls them:
+  void BeforeRegistration() override;   // model cache and seed shared by all levels; loads nothing
+  void BeforeEachResolution() override; // reads and validates this level's IMPACT parameters
+  void Initialize() override;           // the level's engine: models checked, Static maps computed
+  void AfterEachIteration() override;   // Static: moving features every FeaturesMapUpdateInterval
+  void AfterEachResolution() override;  // logs the level's cost (calls, samples, patches, seconds)
 
 protected:
-  ImpactMetric() = default;
   ~ImpactMetric() override = default;
+  ImpactMetric() = default;
 
 private:
   elxOverrideGetSelfMacro;
 
+  /** WriteFeatureMaps / FeatureMapOutputDirectory: the model inputs and feature maps of a level. */
   void
   WriteFeatureMaps(unsigned int level) const;
 
   std::shared_ptr<impact::ModelCache>  m_Models;
   std::shared_ptr<impact::StaticCache> m_StaticMaps; // Static: maps reused by a level with identical inputs
   unsigned int                        m_IterationsThisLevel{ 0 };
+
+  ITK_DISALLOW_COPY_AND_MOVE(ImpactMetric);
 };
 
 } // end namespace elastix

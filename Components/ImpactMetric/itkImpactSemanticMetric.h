@@ -25,27 +25,21 @@ template <typename TFixedImage, typename TMovingImage>
 class ITK_TEMPLATE_EXPORT ImpactSemanticMetric : public AdvancedImageToImageMetric<TFixedImage, TMovingImage>
 {
 public:
-  ITK_DISALLOW_COPY_AND_MOVE(ImpactSemanticMetric);
-
   using Self = ImpactSemanticMetric;
   using Superclass = AdvancedImageToImageMetric<TFixedImage, TMovingImage>;
   using Pointer = SmartPointer<Self>;
-  using ConstPointer = SmartPointer<const Self>;
-
   itkNewMacro(Self);
   itkOverrideGetNameOfClassMacro(ImpactSemanticMetric);
 
-  using typename Superclass::DerivativeType;
-  using typename Superclass::FixedImagePointType;
-  using typename Superclass::FixedImageType;
-  using typename Superclass::MeasureType;
-  using typename Superclass::MovingImagePointType;
-  using typename Superclass::MovingImageType;
-  using typename Superclass::NonZeroJacobianIndicesType;
-  using typename Superclass::ParametersType;
-  using MovingImageGradientType = typename Superclass::AdvancedTransformType::MovingImageGradientType;
-
-  static constexpr unsigned int Dimension = FixedImageType::ImageDimension;
+  // Our names for the superclass types this metric works with.
+  using ParameterVector = typename Superclass::ParametersType;   // theta
+  using MetricValue = typename Superclass::MeasureType;          // S
+  using MetricDerivative = typename Superclass::DerivativeType;  // dS/dtheta
+  using FixedPoint = typename Superclass::FixedImagePointType;   // x_i
+  using MovingPoint = typename Superclass::MovingImagePointType; // y_i = T(x_i)
+  using JacobianIndices = typename Superclass::NonZeroJacobianIndicesType;
+  using SpatialGradient = typename Superclass::AdvancedTransformType::MovingImageGradientType;
+  static constexpr unsigned int Dimension = TFixedImage::ImageDimension;
 
   /** What the next Initialize() builds the engine from. */
   void
@@ -83,18 +77,16 @@ public:
   /** Static mode with FeaturesMapUpdateInterval > 0: recomputes the moving feature maps on the moving
    *  image warped by the transform with these parameters. */
   void
-  UpdateMovingFeatures(const ParametersType & parameters);
+  UpdateMovingFeatures(const ParameterVector & theta);
 
-  MeasureType
-  GetValue(const ParametersType & parameters) const override;
-
-  void
-  GetDerivative(const ParametersType & parameters, DerivativeType & derivative) const override;
-
-  void
-  GetValueAndDerivative(const ParametersType & parameters,
-                        MeasureType &          value,
-                        DerivativeType &       derivative) const override;
+  /** S(theta), dS/dtheta, or both (the elastix metric interface). */
+  MetricValue GetValue(const ParameterVector & theta) const override;
+  void        GetValueAndDerivative(const ParameterVector & theta, MetricValue & value, MetricDerivative & derivative) const override;
+  void        GetDerivative(const ParameterVector & theta, MetricDerivative & derivative) const override
+  {
+    MetricValue unused{}; // computing S costs nothing extra once the features are there
+    GetValueAndDerivative(theta, unused, derivative);
+  }
 
   /** An ITK image as a (*spatial) float32 tensor (a copy) with its geometry. */
   template <typename TImage>
@@ -107,24 +99,34 @@ public:
   GeometryOf(const TImage & image);
 
 protected:
-  ImpactSemanticMetric();
   ~ImpactSemanticMetric() override = default;
+  ImpactSemanticMetric()
+  {
+    // Points come from elastix's image sampler; no intensity limiters; and no ITK gradient images,
+    // since the moving-image gradient comes from our own B-spline coefficients.
+    this->SetUseImageSampler(true);
+    this->SetUseFixedImageLimiter(false);
+    this->SetUseMovingImageLimiter(false);
+    this->SetComputeGradient(false);
+  }
 
 private:
   /** The sampler's points that map inside the moving image and mask: x_i and y_i as (N, D) float64. */
   struct Samples
   {
-    std::vector<FixedImagePointType> fixedPoints;
+    std::vector<FixedPoint> fixedPoints;
     torch::Tensor                    fixed, moving;
   };
   Samples
-  CollectSamples(const ParametersType & parameters) const;
+  CollectSamples(const ParameterVector & theta) const;
 
   impact::LevelConfig                 m_LevelConfig;
   std::shared_ptr<impact::ModelCache> m_ModelCache;
   impact::Engine::Options             m_EngineOptions;
   std::unique_ptr<impact::Engine>     m_Engine;
   impact::Geometry                    m_MovingGeometry;
+
+  ITK_DISALLOW_COPY_AND_MOVE(ImpactSemanticMetric);
 };
 
 } // end namespace itk

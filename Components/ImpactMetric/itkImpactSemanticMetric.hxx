@@ -9,16 +9,6 @@ namespace itk
 {
 
 template <typename TFixedImage, typename TMovingImage>
-ImpactSemanticMetric<TFixedImage, TMovingImage>::ImpactSemanticMetric()
-{
-  this->SetUseImageSampler(true);
-  this->SetUseFixedImageLimiter(false);
-  this->SetUseMovingImageLimiter(false);
-  // Image gradients come from our own B-spline coefficients, not from ITK's gradient filter.
-  this->SetComputeGradient(false);
-}
-
-template <typename TFixedImage, typename TMovingImage>
 template <typename TImage>
 impact::Geometry
 ImpactSemanticMetric<TFixedImage, TMovingImage>::GeometryOf(const TImage & image)
@@ -95,9 +85,9 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::Initialize()
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const ParametersType & parameters)
+ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const ParameterVector & theta)
 {
-  this->SetTransformParameters(parameters);
+  this->SetTransformParameters(theta);
   const auto mapping = [this](const torch::Tensor & points) {
     const auto in = points.to(torch::kFloat64).contiguous();
     auto       out = torch::empty_like(in);
@@ -105,7 +95,7 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const Para
     const auto q = out.template data_ptr<double>();
     // TransformPoint is const and thread-safe; the grid has millions of points.
     at::parallel_for(0, in.size(0), 4096, [&](int64_t begin, int64_t end) {
-      FixedImagePointType x;
+      FixedPoint x;
       for (int64_t i = begin; i < end; ++i)
       {
         for (unsigned int a = 0; a < Dimension; ++a)
@@ -133,10 +123,10 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const Para
 
 template <typename TFixedImage, typename TMovingImage>
 auto
-ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParametersType & parameters) const
+ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParameterVector & theta) const
   -> Samples
 {
-  this->BeforeThreadedGetValueAndDerivative(parameters);
+  this->BeforeThreadedGetValueAndDerivative(theta);
   const auto & sampleContainer = *this->GetImageSampler()->GetOutput();
   Samples      samples;
   samples.fixedPoints.reserve(sampleContainer.size());
@@ -145,8 +135,8 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const Parameters
   moving.reserve(sampleContainer.size() * Dimension);
   for (const auto & sample : sampleContainer)
   {
-    const FixedImagePointType  x = sample.m_ImageCoordinates;
-    const MovingImagePointType y = this->TransformPoint(x);
+    const FixedPoint  x = sample.m_ImageCoordinates;
+    const MovingPoint y = this->TransformPoint(x);
     if (!this->IsInsideMovingMask(y))
     {
       continue;
@@ -168,7 +158,7 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const Parameters
     const auto keep = torch::nonzero(inside).flatten();
     samples.fixed = samples.fixed.index_select(0, keep);
     samples.moving = samples.moving.index_select(0, keep);
-    std::vector<FixedImagePointType> kept;
+    std::vector<FixedPoint> kept;
     const auto *                     k = keep.template data_ptr<int64_t>();
     for (int64_t i = 0; i < keep.numel(); ++i)
     {
@@ -183,9 +173,9 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const Parameters
 
 template <typename TFixedImage, typename TMovingImage>
 auto
-ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValue(const ParametersType & parameters) const -> MeasureType
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValue(const ParameterVector & theta) const -> MetricValue
 {
-  const auto samples = CollectSamples(parameters);
+  const auto samples = CollectSamples(theta);
   try
   {
     return m_Engine->evaluate(samples.fixed, samples.moving, false).value;
@@ -198,20 +188,11 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValue(const ParametersType &
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactSemanticMetric<TFixedImage, TMovingImage>::GetDerivative(const ParametersType & parameters,
-                                                                   DerivativeType &       derivative) const
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const ParameterVector & theta,
+                                                                           MetricValue &          value,
+                                                                           MetricDerivative &       derivative) const
 {
-  MeasureType value{};
-  this->GetValueAndDerivative(parameters, value, derivative);
-}
-
-template <typename TFixedImage, typename TMovingImage>
-void
-ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const ParametersType & parameters,
-                                                                           MeasureType &          value,
-                                                                           DerivativeType &       derivative) const
-{
-  const auto             samples = CollectSamples(parameters);
+  const auto             samples = CollectSamples(theta);
   impact::Engine::Result result;
   try
   {
@@ -227,9 +208,9 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const Par
   derivative.Fill(0.0);
   const auto                 g = result.gradient.contiguous();
   const double *             gi = g.template data_ptr<double>();
-  DerivativeType             imageJacobian(this->m_AdvancedTransform->GetNumberOfNonZeroJacobianIndices());
-  NonZeroJacobianIndicesType nzji(imageJacobian.GetSize());
-  MovingImageGradientType    gradient;
+  MetricDerivative             imageJacobian(this->m_AdvancedTransform->GetNumberOfNonZeroJacobianIndices());
+  JacobianIndices nzji(imageJacobian.GetSize());
+  SpatialGradient    gradient;
   for (size_t i = 0; i < samples.fixedPoints.size(); ++i, gi += Dimension)
   {
     for (unsigned int a = 0; a < Dimension; ++a)
