@@ -13,6 +13,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..impact_map import ModelOutput, inspect_model
 from .export import METADATA
 
@@ -76,16 +78,13 @@ def read_metadata(path: str | Path) -> dict | None:
         return json.loads(archive.read(member))
 
 
-def _weight_signature(path: Path) -> tuple[int, int] | None:
-    """(dimension, channels) from the first conv weight (O, I, *k) with 2 or 3 kernel axes."""
-    import torch
-
-    model = torch.jit.load(str(path), map_location="cpu")
-    for _, p in model.named_parameters():
-        if p.dim() in (4, 5):
-            return p.dim() - 2, int(p.shape[1])
-        break
-    return None
+def input_signature(model: torch.nn.Module) -> tuple[int, int] | None:
+    """(dimension, channels) from the model's first parameter when it is a 2D/3D convolution
+    weight (O, I, *kernel): the input layer. None otherwise (e.g. MIND, which has no weights)."""
+    first = next(iter(model.parameters()), None)
+    if first is None or first.dim() not in (4, 5):
+        return None
+    return first.dim() - 2, int(first.shape[1])
 
 
 def inspect(path: str | Path, dimension: int | None = None, channels: int | None = None) -> ModelInfo:
@@ -98,7 +97,7 @@ def inspect(path: str | Path, dimension: int | None = None, channels: int | None
         dimension = dimension or int(metadata["dimension"])
         channels = channels or int(metadata["channels"])
     if dimension is None or channels is None:
-        guess = _weight_signature(path)
+        guess = input_signature(torch.jit.load(str(path), map_location="cpu"))
         if guess is not None:
             dimension = dimension or guess[0]
             channels = channels or guess[1]

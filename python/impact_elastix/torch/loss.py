@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.inspect import input_signature
 from .distances import NAMES, distance
 
 
@@ -147,18 +148,16 @@ def impact_loss(
     return value
 
 
-def _load(model: str | Path | nn.Module) -> tuple[nn.Module, dict | None, tuple[int, int] | None]:
-    """A model object, its impact.json and its first-conv (dimension, channels) when known."""
+def _load(model: str | Path | nn.Module) -> tuple[nn.Module, dict | None]:
+    """A model object and its impact.json (None for nn.Module objects and files without one)."""
     if isinstance(model, nn.Module):
-        return model, None, None
+        return model, None
     from ..models.inspect import read_metadata, torchscript_members
     from ..models.store import fetch
 
     path = fetch(str(model))
     torchscript_members(path)
-    loaded = torch.jit.load(str(path), map_location="cpu")
-    weight = next((p for p in loaded.parameters() if p.dim() in (4, 5)), None)
-    return loaded, read_metadata(path), None if weight is None else (weight.dim() - 2, int(weight.shape[1]))
+    return torch.jit.load(str(path), map_location="cpu"), read_metadata(path)
 
 
 class ImpactLoss(nn.Module):
@@ -168,7 +167,7 @@ class ImpactLoss(nn.Module):
     ``~/.IMPACT/models``) or ``nn.Module`` objects. ``layers``: per model the output indices
     (default: output 0). ``weights`` (default 1) and ``distances`` (default "L1", the seed's loss):
     one per selected layer in order, or a single value for all. ``dimension``/``channels``: per model,
-    default from the file (``impact.json`` or its first convolution) or the input. ``shape``: resize
+    default from the file's ``impact.json``, else the first convolution, else the input. ``shape``: resize
     inputs to this spatial size (None: as given). ``slice_axis``: axis of (D, H, W) along which a 2D
     model sees a 3D batch. ``subset_features``: random channel subset per layer and call (0: all).
     """
@@ -205,7 +204,8 @@ class ImpactLoss(nn.Module):
         chans = channels if isinstance(channels, list | tuple) else [channels] * len(items)
         extractors = []
         for item, dim, chan in zip(items, dims, chans, strict=True):
-            model, metadata, signature = _load(item)
+            model, metadata = _load(item)
+            signature = input_signature(model)
             dim = dim or (metadata or {}).get("dimension") or (signature[0] if signature else None)
             chan = chan or (metadata or {}).get("channels") or (signature[1] if signature else None) or 1
             extractors.append(FeatureExtractor(model, dim, int(chan), shape, slice_axis))
