@@ -142,7 +142,7 @@ def preprocess(
     spacing, origin, direction = img.spacing, img.origin, img.direction
     if orientation is not None:
         array, spacing, origin, direction = reorient(array, spacing, origin, direction, orientation)
-    return _like(image, img, array, spacing, origin, direction)
+    return _like(img, array, spacing, origin, direction)
 
 
 def _as_array_image(value: Any, name: str) -> Image:
@@ -166,17 +166,21 @@ def _from_sitk(value: Any, name: str, path: Path) -> Image:
     return image
 
 
-def _like(original: Any, img: Image, array: np.ndarray, spacing: Any, origin: Any, direction: Any) -> Any:
+def _to_sitk(array: np.ndarray, spacing: Any, origin: Any, direction: Any) -> Any:
+    import SimpleITK as sitk
+
+    out = sitk.GetImageFromArray(array)
+    out.SetSpacing([float(v) for v in spacing])
+    out.SetOrigin([float(v) for v in origin])
+    out.SetDirection([float(v) for v in np.ravel(direction)])
+    return out
+
+
+def _like(img: Image, array: np.ndarray, spacing: Any, origin: Any, direction: Any) -> Any:
     if img.kind == "numpy":
         return array
     if img.kind == "sitk":
-        import SimpleITK as sitk
-
-        out = sitk.GetImageFromArray(array)
-        out.SetSpacing([float(v) for v in spacing])
-        out.SetOrigin([float(v) for v in origin])
-        out.SetDirection([float(v) for v in np.ravel(direction)])
-        return out
+        return _to_sitk(array, spacing, origin, direction)
     if img.kind == "itk":
         import itk
 
@@ -199,9 +203,5 @@ def preprocess_file(
         return destination
     import SimpleITK as sitk
 
-    out = sitk.GetImageFromArray(result.array)
-    out.SetSpacing(result.spacing)
-    out.SetOrigin(result.origin)
-    out.SetDirection([float(v) for v in np.ravel(result.direction)])
-    sitk.WriteImage(out, str(destination))
+    sitk.WriteImage(_to_sitk(result.array, result.spacing, result.origin, result.direction), str(destination))
     return destination
