@@ -24,6 +24,7 @@ from impact_elastix.maps import bspline_map, write_parameter_map
 from .cases import CASES, Case
 from .contestants import Contestant, contestants
 from .measure import gemm_rate, impact_statistics, iterations, model_flops, run_measured
+from .scaling import scaling_rows, scaling_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def _run(
     ]
     if case.initial is not None:
         cmd += ["-t0", str(case.initial)]
-    row: dict = {"case": case.name, "contestant": c.name, "seed": seed}
+    row: dict = {"case": case.name, "contestant": c.name, "seed": seed, "versus": c.versus}
     try:
         run = run_measured(cmd, work / "elastix.log", c.env)
     except RuntimeError as e:
@@ -118,8 +119,8 @@ def _table(rows: list[dict], gemm: float) -> str:
             continue
         med = {k: statistics.median(r[k] for r in ok) for k in ok[0] if isinstance(ok[0][k], float | int)}
         versus = ""
-        ref_name = name.replace("(ours)", "(elastix 5.3.1)")
-        ref = [r for r in groups.get((case, ref_name), []) if "error" not in r] if ref_name != name else []
+        ref_name = ok[0].get("versus")
+        ref = [r for r in groups.get((case, ref_name), []) if "error" not in r] if ref_name else []
         if ref:
             ref_s = statistics.median(r["seconds"] for r in ref)
             versus = f"{ref_s / med['seconds']:.1f}x faster"
@@ -164,9 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-reference", action="store_true", help="skip elastix 5.3.1's own Impact")
     parser.add_argument("--build-reference", action="store_true", help="build the reference first if missing")
+    parser.add_argument(
+        "--scaling", action="store_true", help="only the size table: our M730 on the native and a 512x512x300 lung pair"
+    )
     parser.add_argument("--work", type=Path, default=Path("benchmark-work"))
     parser.add_argument("--json", type=Path, default=Path("benchmark-results.json"))
     args = parser.parse_args(argv)
+    if args.scaling:
+        rows = scaling_rows(args.work, args.levels, args.iterations, args.samples, _run)
+        print(scaling_table(rows))
+        args.json.write_text(json.dumps({"scaling": rows}, indent=1))
+        return 0
 
     reference = None if args.no_reference else _reference_prefix(args.build_reference)
     if reference is None and not args.no_reference:

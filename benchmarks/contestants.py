@@ -24,6 +24,7 @@ class Contestant:
     env: dict[str, str] | None = None
     model: Path | None = None
     patch: tuple[int, ...] | None = None  # Jacobian patches, for the FLOP count
+    versus: str | None = None  # the contestant whose time this one is compared with
 
 
 def _axes(values: list[float] | tuple[float, ...]) -> str:
@@ -36,7 +37,7 @@ def _model_setup(case: Case, model: Path, voxel: float) -> tuple[int, tuple[int,
     return dim, fov, [voxel] * dim
 
 
-def ours(case: Case, label: str, model: Path, mode: str, voxel: float) -> Contestant:
+def ours(case: Case, label: str, model: Path, mode: str, voxel: float, mixed: bool = False) -> Contestant:
     dim, fov, voxels = _model_setup(case, model, voxel)
     patch = fov if mode == "Jacobian" else (0,) * dim
     metric = {
@@ -56,13 +57,17 @@ def ours(case: Case, label: str, model: Path, mode: str, voxel: float) -> Contes
         "FeaturesMapUpdateInterval": -1,
         "WriteFeatureMaps": "false",
     }
+    name = f"IMPACT {mode} {label} (ours)"
+    if mixed:
+        metric["UseMixedPrecision"] = "true"
     return Contestant(
-        f"IMPACT {mode} {label} (ours)",
+        name + (" UseMixedPrecision" if mixed else ""),
         impact_elastix.bin_dir(),
         metric,
         None,
         model,
         tuple(fov) if mode == "Jacobian" else None,
+        name.replace("(ours)", "(elastix 5.3.1)"),
     )
 
 
@@ -116,6 +121,8 @@ def contestants(case: Case, reference_prefix: Path | None, levels: int) -> list[
     for label, model in case.models.items():
         for mode in ("Jacobian", "Static"):
             out.append(ours(case, label, model, mode, case.voxel))
+            if mode == "Jacobian":  # bfloat16 on CPUs that have it, float32 (and a log line) elsewhere
+                out.append(ours(case, label, model, mode, case.voxel, mixed=True))
             if reference_prefix is not None:
                 out.append(reference(case, label, model, mode, case.voxel, reference_prefix, levels))
     return out

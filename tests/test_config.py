@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from impact_elastix import _core
 
@@ -127,3 +129,31 @@ BAD = [
 def test_errors_name_parameter_value_and_allowed(parameters: dict, message: str) -> None:
     with pytest.raises(_core.ParameterError, match=message):
         _core.parse_level(parameters, 0)
+
+
+def test_jacobian_mode_bounds_the_samples_per_evaluation_by_default() -> None:
+    assert _core.parse_level({"ModelsPath": ["/m/a.pt"]}, 0)["maximum_samples"] == 10000
+    assert _core.parse_level({"ModelsPath": ["/m/a.pt"], "Mode": ["Static"]}, 0)["maximum_samples"] == 0
+    limited = {"ModelsPath": ["/m/a.pt"], "ImpactMaximumSamplesPerEvaluation": ["0"], "MemoryLimit": ["2.5"]}
+    c = _core.parse_level(limited, 0)
+    assert (c["maximum_samples"], c["memory_limit_gb"]) == (0, 2.5)
+    with pytest.raises(ValueError, match=r'\(MaximumSamplesPerEvaluation "-5"\).*a number of samples'):
+        _core.parse_level({"ModelsPath": ["/m/a.pt"], "MaximumSamplesPerEvaluation": ["-5"]}, 0)
+
+
+def test_model_paths_with_spaces(tmp_path: Path) -> None:
+    """The seed's spelling splits ModelsPath at spaces: an existing file with spaces is one model,
+    two such files are two, and a path that exists in no reading gets a hint with the other spelling."""
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    first, second = folder / "a model.pt", folder / "b.pt"
+    first.write_bytes(b"x")
+    second.write_bytes(b"x")
+    one = _core.parse_level({"ModelsPath": [str(first)]}, 0)
+    assert [m["path"] for m in one["fixed_models"]] == [str(first)]
+    two = _core.parse_level({"ModelsPath": [f"{first} {second}"], "Dimension": ["3 3"]}, 0)
+    assert [m["path"] for m in two["fixed_models"]] == [str(first), str(second)]
+    missing = str(folder / "missing model.pt")
+    hint = r"expected 3 value\(s\).*read as 3 models separated by spaces.*ImpactModelsPath0"
+    with pytest.raises(ValueError, match=hint):
+        _core.parse_level({"ModelsPath": [missing], "Dimension": ["3"]}, 0)

@@ -127,6 +127,11 @@ def test_elastix_531_spelling_and_feature_maps(tmp_path: Path, lung: object, m73
         ({"PatchSize": "3*3*3"}, "is smaller than the field of view 5*5*5 of its output 1"),
         ({"ModelsPath": "/nonexistent/model.pt"}, 'model file "/nonexistent/model.pt" does not exist'),
         ({"WriteFeatureMaps": "true"}, 'expects "false" or the directory'),
+        # Issue 13: inputs that used to be killed by the OOM killer, or to run on nothing.
+        ({"PatchSize": "301*301*301"}, "spans 451.5*451.5*451.5 mm, more than the fixed image"),
+        ({"Mode": "Static", "PatchSize": "0*0*0", "VoxelSize": "1000*1000*1000"}, "fewer than the field of view"),
+        ({"SubsetFeatures": "64"}, "(SubsetFeatures 64) asks for more channels than output 1"),
+        ({"Mode": "Static", "PatchSize": "0*0*0", "MemoryLimit": "0.05"}, "feature maps need about"),
     ],
 )
 def test_bad_maps_stop_elastix_with_a_clear_message(
@@ -151,3 +156,33 @@ def test_runs_are_reproducible(tmp_path: Path, lung: object, m730: Path) -> None
         line = next(ln for ln in transform.read_text().splitlines() if ln.startswith("(TransformParameters "))
         results.append(np.array(line.strip("()").split()[1:], dtype=float))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_exact_gradient_samples_are_bounded_and_logged(tmp_path: Path, lung: object, m730: Path) -> None:
+    """ASGD's step-size estimation asks for NumberOfSamplesForExactGradient patches in one call; Jacobian
+    mode uses an evenly spread MaximumSamplesPerEvaluation of them and says so once per level."""
+    metric = impact_metric(m730) | {"MaximumSamplesPerEvaluation": 1500}
+    params = bspline_map(metric, iterations=2, resolutions=1) | {"NumberOfSamplesForExactGradient": 20000}
+    register(lung, write_parameter_map(tmp_path / "params.txt", params), tmp_path)
+    log = (tmp_path / "elastix.log").read_text()
+    assert log.count("IMPACT uses an evenly spread 1500 of them") == 1
+    words = next(line for line in log.splitlines() if line.startswith("IMPACT statistics:")).split()
+    evaluations, samples = int(words[2]), int(words[words.index("samples,") - 1])
+    assert samples <= 1500 * evaluations  # no call used more than the limit
+
+
+def test_static_tiles_near_the_field_of_view_finish_with_a_warning(tmp_path: Path, lung: object, m730: Path) -> None:
+    metric = impact_metric(m730, mode="Static", patch_size="5*5*5", voxel_size="3*3*3")
+    transform = register(lung, lung_map(tmp_path, metric, iterations=5, resolutions=1), tmp_path)
+    assert transform.exists()
+    assert "tiles overlap by half, so the model runs on about 8x" in (tmp_path / "elastix.log").read_text()
+
+
+def test_model_path_with_spaces_is_one_model(tmp_path: Path, lung: object, m730: Path) -> None:
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    model = folder / "M730 first stage.pt"
+    model.write_bytes(m730.read_bytes())
+    params = lung_map(tmp_path, impact_metric(model), iterations=2, resolutions=1)
+    register(lung, params, tmp_path)
+    assert f'model "{model}" output 1' in (tmp_path / "elastix.log").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from impact_elastix import _core
@@ -80,3 +82,106 @@ def test_distance_formulas() -> None:
 def test_unknown_distance_names_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match='unknown distance "L3"; allowed: L1, L2, Cosine'):
         _core.distance("L3", torch.zeros(1, 1), torch.zeros(1, 1))
+
+
+def previous_prefilter(image: torch.Tensor) -> torch.Tensor:
+    """The tensor-op prefilter the engine used before its C++ kernel (kept as the reference)."""
+    z = 3.0**0.5 - 2.0
+    c = image.double().clone()
+    for axis in range(image.dim() - 1):
+        w = c.movedim(axis, 0).clone()
+        n = w.shape[0]
+        if n < 2:
+            continue
+        w *= (1 - z) * (1 - 1 / z)
+        horizon = min(n, int(math.ceil(math.log(1e-10) / math.log(abs(z)))))
+        if horizon == n:
+            z2n = z ** (2 * n - 2)
+            s = w[0].clone()
+            for k in range(1, n - 1):
+                s += w[k] * (z**k + z ** (2 * n - 2 - k))
+            s += w[n - 1] * z ** (n - 1)
+            s /= 1 - z2n
+        else:
+            s = sum(w[k] * z**k for k in range(horizon))
+        w[0] = s
+        for k in range(1, n):
+            w[k] += z * w[k - 1]
+        w[n - 1] = (w[n - 1] + z * w[n - 2]) * (z / (z * z - 1))
+        for k in range(n - 2, -1, -1):
+            w[k] = (w[k + 1] - w[k]) * z
+        c = w.movedim(0, axis)
+    return c.float()
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (40, 3), (9, 30, 2), (3, 17, 25, 33), (20, 19, 21, 1)])
+def test_prefilter_equals_the_previous_implementation(shape: tuple[int, ...]) -> None:
+    # Short axes (< 18 samples) take the exact mirror sum, long ones the truncated one.
+    image = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(_core.bspline_coefficients(image), previous_prefilter(image), atol=2e-6, rtol=1e-5)
+
+
+def geometry_of(size: list[int], spacing: list[float], direction: torch.Tensor) -> dict:
+    d = len(size)
+    return {"size": size, "origin": [-3.0 * (a + 1) for a in range(d)], "spacing": spacing,
+            "direction": direction.reshape(-1).tolist()}  # fmt: skip
+
+
+def rotation(angle: float) -> torch.Tensor:
+    c, s = math.cos(angle), math.sin(angle)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("dim", "patch", "voxel", "oblique", "separable"),
+    [
+        (3, [5, 5, 5], [1.5, 1.5, 1.5], False, True),
+        (3, [7, 3, 5], [1.0, 2.5, 0.7], False, True),  # non-cubic patch, anisotropic voxels
+        (3, [5, 5, 5], [1.5, 1.5, 1.5], True, True),  # rotated image: patch axes follow its direction
+        (2, [7, 9], [1.0, 1.3], False, True),
+        (3, [7, 7], [1.0, 1.0], True, False),  # 2D patches on random planes through a 3D image
+    ],
+)
+def test_patch_sampler_equals_point_sampler(
+    dim: int, patch: list[int], voxel: list[float], oblique: bool, separable: bool
+) -> None:
+    g = torch.Generator().manual_seed(7)
+    size = [23, 19, 17][:dim]
+    spacing = [0.9, 1.1, 1.7][:dim]
+    direction = rotation(0.4)[:dim, :dim] if oblique else torch.eye(dim, dtype=torch.float64)
+    geometry = geometry_of(size, spacing, direction)
+    coefficients = _core.bspline_coefficients(torch.randn(*reversed(size), 1, generator=g))
+    n = 40
+    origin = torch.tensor(geometry["origin"], dtype=torch.float64)
+    index = torch.rand(n, dim, generator=g, dtype=torch.float64) * (torch.tensor(size) - 1)
+    to_world = direction * torch.tensor(spacing, dtype=torch.float64)
+    centres = origin + index @ to_world.T
+    if len(patch) == dim:
+        axes = direction.T[: len(patch)].contiguous()  # the image's own axes, as rows
+    else:
+        axes = torch.linalg.qr(torch.randn(n, 3, 2, generator=g, dtype=torch.float64))[0].transpose(1, 2)
+    values, index_gradient, was_separable = _core.sample_patches(
+        coefficients, geometry, centres, patch, voxel, axes, True
+    )
+    assert was_separable == separable
+    # The same voxels through the point sampler: world offsets, x fastest.
+    local = torch.stack(
+        torch.meshgrid(*[(torch.arange(p, dtype=torch.float64) - (p - 1) / 2) * v for p, v in
+                         zip(reversed(patch), reversed(voxel), strict=True)], indexing="ij")[::-1], -1
+    ).reshape(-1, len(patch))  # fmt: skip
+    world = centres[:, None, :] + local @ axes  # (N, P, D), shared or per-sample axes
+    point_index = (world.reshape(-1, dim) - origin) @ torch.linalg.inv(to_world).T
+    expected, expected_gradient = _core.bspline_sample(coefficients, point_index, True)
+    torch.testing.assert_close(values.reshape(-1), expected[:, 0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(index_gradient.reshape(-1, dim), expected_gradient[:, 0], atol=1e-6, rtol=1e-6)
+
+
+def test_chain_patch_gradient_is_the_chain_rule() -> None:
+    g = torch.Generator().manual_seed(8)
+    direction = rotation(0.3)
+    geometry = geometry_of([10, 11, 12], [0.8, 1.2, 2.0], direction)
+    d_patch = torch.randn(6, 27, generator=g)
+    index_gradient = torch.randn(6, 27, 3, generator=g)
+    world_to_index = torch.linalg.inv(direction * torch.tensor([0.8, 1.2, 2.0], dtype=torch.float64))
+    expected = (d_patch.double()[..., None] * index_gradient.double()).sum(1) @ world_to_index
+    torch.testing.assert_close(_core.chain_patch_gradient(d_patch, index_gradient, geometry), expected)

@@ -125,6 +125,7 @@ private:
   impact::Engine::Options             m_EngineOptions;
   std::unique_ptr<impact::Engine>     m_Engine;
   impact::Geometry                    m_MovingGeometry;
+  mutable bool                        m_ReportedSampleLimit{ false }; // the sample limit is logged once per level
 
   ITK_DISALLOW_COPY_AND_MOVE(ImpactSemanticMetric);
 };

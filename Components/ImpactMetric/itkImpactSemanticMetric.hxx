@@ -3,6 +3,7 @@
 
 #include "itkImpactSemanticMetric.h"
 
+#include <cmath>
 #include <type_traits>
 
 namespace itk
@@ -66,6 +67,7 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::Initialize()
     itkExceptionMacro("IMPACT: no model cache set; SetModelCache() must be called before Initialize()");
   }
   m_Engine.reset(); // free the previous level's feature maps first
+  m_ReportedSampleLimit = false;
   auto [fixed, fixedGeometry] = ImageToTensor(*this->GetFixedImage());
   auto [moving, movingGeometry] = ImageToTensor(*this->GetMovingImage());
   m_MovingGeometry = movingGeometry;
@@ -133,8 +135,27 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParameterV
   std::vector<double> fixed, moving;
   fixed.reserve(sampleContainer.size() * Dimension);
   moving.reserve(sampleContainer.size() * Dimension);
-  for (const auto & sample : sampleContainer)
+  // At most MaximumSamplesPerEvaluation samples, evenly spread over the sampler's list (for a grid
+  // sampler, a coarser grid), so that a call is bounded whatever the sampler was asked for.
+  const auto   available = static_cast<int64_t>(sampleContainer.size());
+  const auto   limit = m_LevelConfig.maximumSamples;
+  const auto   used = limit > 0 ? std::min(available, limit) : available;
+  if (used < available && !m_ReportedSampleLimit)
   {
+    m_ReportedSampleLimit = true;
+    if (m_EngineOptions.info)
+    {
+      m_EngineOptions.info("IMPACT: the image sampler gave " + std::to_string(available) +
+                           " samples for one evaluation (ASGD's NumberOfSamplesForExactGradient, elastix default "
+                           "100000, does this when it estimates the step size); IMPACT uses an evenly spread " +
+                           std::to_string(used) + " of them, each a patch through the model. Set "
+                           "(MaximumSamplesPerEvaluation 0) to use all, or lower NumberOfSamplesForExactGradient.");
+    }
+  }
+  const double stride = static_cast<double>(available) / static_cast<double>(std::max<int64_t>(used, 1));
+  for (int64_t k = 0; k < used; ++k)
+  {
+    const auto &      sample = sampleContainer[static_cast<size_t>(used < available ? std::floor(k * stride) : k)];
     const FixedPoint  x = sample.m_ImageCoordinates;
     const MovingPoint y = this->TransformPoint(x);
     if (!this->IsInsideMovingMask(y))

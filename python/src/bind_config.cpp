@@ -57,6 +57,8 @@ toDict(const impact::LevelConfig & c)
   d["mixed_precision"] = c.mixedPrecision;
   d["features_map_update_interval"] = c.featuresMapUpdateInterval;
   d["feature_map_directory"] = c.featureMapDirectory;
+  d["maximum_samples"] = c.maximumSamples;
+  d["memory_limit_gb"] = c.memoryLimitGB;
   d["fixed_models"] = models(c.fixedModels);
   d["moving_models"] = models(c.movingModels);
   d["layers"] = layers;

@@ -1,5 +1,6 @@
 // The per-level engine: S and dS/dy for sample points, as the elastix component computes them.
 #include "core/Engine.h"
+#include "geometry.h"
 
 #include <torch/extension.h>
 
@@ -7,22 +8,6 @@ namespace py = pybind11;
 
 namespace
 {
-impact::Geometry
-geometryFrom(const py::dict & g)
-{
-  impact::Geometry out;
-  out.size = g["size"].cast<std::vector<int64_t>>();
-  out.origin = g["origin"].cast<std::vector<double>>();
-  out.spacing = g["spacing"].cast<std::vector<double>>();
-  out.direction = g["direction"].cast<std::vector<double>>();
-  const auto d = out.size.size();
-  if (out.origin.size() != d || out.spacing.size() != d || out.direction.size() != d * d)
-  {
-    throw py::value_error("geometry needs size, origin, spacing (D values each) and direction (D*D values)");
-  }
-  return out;
-}
-
 struct PyEngine
 {
   std::shared_ptr<impact::ModelCache> cache = std::make_shared<impact::ModelCache>();

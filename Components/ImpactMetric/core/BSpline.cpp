@@ -1,11 +1,12 @@
 #include "BSpline.h"
 
-#include <vector>
+#include "BSplineBasis.h"
 
 #include <ATen/Parallel.h>
 
 #include <array>
 #include <cmath>
+#include <vector>
 
 namespace impact
 {
@@ -14,74 +15,101 @@ namespace
 // Pole of the cubic B-spline prefilter (Unser 1993).
 const double kPole = std::sqrt(3.0) - 2.0;
 
-// Filters along dim 0 of a (N, rest) view in place: causal then anti-causal recursion.
+// Filters `lines` lines of n samples in place: causal then anti-causal recursion with mirror
+// boundaries. Sample k of line l is at data[k * step + l] (lines are contiguous, samples strided),
+// so the inner loops run over adjacent lines and vectorise. Computed in double.
 void
-prefilterAxis(torch::Tensor c)
+prefilterLines(float * data, int64_t n, int64_t step, int64_t lines, std::vector<double> & work)
 {
-  const auto n = c.size(0);
+  const double z = kPole;
+  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
+  work.resize(static_cast<size_t>(n * lines));
+  double * c = work.data();
+  for (int64_t k = 0; k < n; ++k)
+  {
+    for (int64_t l = 0; l < lines; ++l)
+    {
+      c[k * lines + l] = gain * data[k * step + l];
+    }
+  }
+  // Causal initialisation: sum_k z^k c[k], truncated where z^k < 1e-10; exact mirror sum for short axes.
+  const int64_t horizon = std::min<int64_t>(n, static_cast<int64_t>(std::ceil(std::log(1e-10) / std::log(-z))));
+  std::vector<double> weight(static_cast<size_t>(n), 0.0);
+  if (horizon < n)
+  {
+    double zk = 1.0;
+    for (int64_t k = 0; k < horizon; ++k, zk *= z)
+    {
+      weight[k] = zk;
+    }
+  }
+  else
+  {
+    const double z2n = std::pow(z, 2 * n - 2);
+    weight[0] = 1.0 / (1.0 - z2n);
+    double zi = z, zr = std::pow(z, 2 * n - 3);
+    for (int64_t k = 1; k < n - 1; ++k, zi *= z, zr /= z)
+    {
+      weight[k] = (zi + zr) / (1.0 - z2n);
+    }
+    weight[n - 1] = std::pow(z, n - 1) / (1.0 - z2n);
+  }
+  std::vector<double> first(static_cast<size_t>(lines), 0.0);
+  for (int64_t k = 0; k < horizon; ++k)
+  {
+    for (int64_t l = 0; l < lines; ++l)
+    {
+      first[l] += weight[k] * c[k * lines + l];
+    }
+  }
+  std::copy(first.begin(), first.end(), c);
+  for (int64_t k = 1; k < n; ++k)
+  {
+    for (int64_t l = 0; l < lines; ++l)
+    {
+      c[k * lines + l] += z * c[(k - 1) * lines + l];
+    }
+  }
+  for (int64_t l = 0; l < lines; ++l)
+  {
+    c[(n - 1) * lines + l] = (c[(n - 1) * lines + l] + z * c[(n - 2) * lines + l]) * (z / (z * z - 1.0));
+  }
+  for (int64_t k = n - 2; k >= 0; --k)
+  {
+    for (int64_t l = 0; l < lines; ++l)
+    {
+      c[k * lines + l] = (c[(k + 1) * lines + l] - c[k * lines + l]) * z;
+    }
+  }
+  for (int64_t k = 0; k < n; ++k)
+  {
+    for (int64_t l = 0; l < lines; ++l)
+    {
+      data[k * step + l] = static_cast<float>(c[k * lines + l]);
+    }
+  }
+}
+
+// Filters a contiguous (outer, n, inner) tensor along its middle axis, in parallel over outer
+// indices and blocks of inner ones.
+void
+prefilterAxis(float * data, int64_t outer, int64_t n, int64_t inner)
+{
   if (n < 2)
   {
     return;
   }
-  const double z = kPole;
-  c.mul_((1.0 - z) * (1.0 - 1.0 / z));
-  // Causal initialisation for mirror boundaries, truncated where z^k is negligible.
-  const int64_t horizon = std::min<int64_t>(n, static_cast<int64_t>(std::ceil(std::log(1e-10) / std::log(std::abs(z)))));
-  auto sum = c[0].clone();
-  double zk = z;
-  for (int64_t k = 1; k < horizon; ++k, zk *= z)
-  {
-    sum.add_(c[k], zk);
-  }
-  if (horizon == n) // exact mirror sum for short axes
-  {
-    const double z2n = std::pow(z, 2 * n - 2);
-    sum = c[0].clone();
-    double zi = z, zr = std::pow(z, 2 * n - 3);
-    for (int64_t k = 1; k < n - 1; ++k, zi *= z, zr /= z)
+  constexpr int64_t block = 64;
+  const int64_t     blocks = (inner + block - 1) / block;
+  at::parallel_for(0, outer * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> work;
+    for (int64_t job = begin; job < end; ++job)
     {
-      sum.add_(c[k], zi + zr);
+      const int64_t o = job / blocks, b = job % blocks;
+      const int64_t first = b * block, lines = std::min(block, inner - first);
+      prefilterLines(data + o * n * inner + first, n, inner, lines, work);
     }
-    sum.add_(c[n - 1], std::pow(z, n - 1));
-    sum.div_(1.0 - z2n);
-  }
-  c[0].copy_(sum);
-  for (int64_t k = 1; k < n; ++k)
-  {
-    c[k].add_(c[k - 1], z);
-  }
-  c[n - 1].copy_((c[n - 1] + z * c[n - 2]) * (z / (z * z - 1.0)));
-  for (int64_t k = n - 2; k >= 0; --k)
-  {
-    c[k].copy_((c[k + 1] - c[k]) * z);
-  }
-}
-
-inline int64_t
-mirror(int64_t i, int64_t n)
-{
-  if (n == 1)
-  {
-    return 0;
-  }
-  const int64_t period = 2 * n - 2;
-  i = ((i % period) + period) % period;
-  return i < n ? i : period - i;
-}
-
-// Weights of the 4 taps around t in [0, 1), and their derivatives.
-inline void
-cubicWeights(double t, double * w, double * dw)
-{
-  const double t2 = t * t, t3 = t2 * t, s = 1.0 - t;
-  w[0] = s * s * s / 6.0;
-  w[1] = (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0;
-  w[2] = (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0;
-  w[3] = t3 / 6.0;
-  dw[0] = -0.5 * s * s;
-  dw[1] = 1.5 * t2 - 2.0 * t;
-  dw[2] = -1.5 * t2 + t + 0.5;
-  dw[3] = 0.5 * t2;
+  });
 }
 
 template <int D, typename IndexT>
@@ -117,10 +145,10 @@ sampleKernel(const torch::Tensor & coefficients,
       {
         const double x = static_cast<double>(idx[p * D + a]);
         const double fl = std::floor(x);
-        cubicWeights(x - fl, w[a].data(), dw[a].data());
+        basis::cubicWeights(x - fl, w[a].data(), dw[a].data());
         for (int k = 0; k < 4; ++k)
         {
-          off[a][k] = mirror(static_cast<int64_t>(fl) - 1 + k, size[a]) * stride[a];
+          off[a][k] = basis::mirror(static_cast<int64_t>(fl) - 1 + k, size[a]) * stride[a];
         }
       }
       const int outer = D == 3 ? 4 : 1;
@@ -179,19 +207,34 @@ sampleKernel(const torch::Tensor & coefficients,
 }
 } // namespace
 
+void
+bsplineCoefficientsInPlace(torch::Tensor & image)
+{
+  TORCH_CHECK(image.dim() >= 2 && image.scalar_type() == torch::kFloat32 && image.is_contiguous() && image.is_cpu(),
+              "bsplineCoefficientsInPlace expects a contiguous float32 CPU tensor (*spatial, C), got ", image.sizes());
+  float *    data = image.mutable_data_ptr<float>();
+  const auto spatial = image.dim() - 1;
+  for (int64_t axis = 0; axis < spatial; ++axis)
+  {
+    int64_t outer = 1, inner = 1;
+    for (int64_t a = 0; a < axis; ++a)
+    {
+      outer *= image.size(a);
+    }
+    for (int64_t a = axis + 1; a < image.dim(); ++a)
+    {
+      inner *= image.size(a);
+    }
+    prefilterAxis(data, outer, image.size(axis), inner);
+  }
+}
+
 torch::Tensor
 bsplineCoefficients(const torch::Tensor & image)
 {
   TORCH_CHECK(image.dim() >= 2, "bsplineCoefficients expects (*spatial, C), got ", image.sizes());
-  auto       c = image.to(torch::kFloat32).contiguous().clone();
-  const auto spatial = image.dim() - 1;
-  for (int64_t axis = 0; axis < spatial; ++axis)
-  {
-    auto moved = c.movedim(axis, 0);
-    auto work = moved.contiguous().view({ moved.size(0), -1 });
-    prefilterAxis(work);
-    c = work.view(moved.sizes()).movedim(0, axis).contiguous();
-  }
+  auto c = image.to(torch::kCPU, torch::kFloat32).contiguous().clone();
+  bsplineCoefficientsInPlace(c);
   return c;
 }
 

@@ -17,6 +17,10 @@ namespace impact
 torch::Tensor
 bsplineCoefficients(const torch::Tensor & image);
 
+/** The same, overwriting `image` (contiguous float32, CPU): no second copy of a large feature map. */
+void
+bsplineCoefficientsInPlace(torch::Tensor & image);
+
 /** Samples coefficients at continuous indices.
  *  coefficients: (*spatial, C) float32 from bsplineCoefficients, D = 2 or 3 spatial axes.
  *  index:        (M, D) float32 or float64 continuous indices in ITK order (x, y, z).

@@ -1,6 +1,7 @@
 #include "Config.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <sstream>
 
@@ -248,17 +249,55 @@ readModels(const Reader & reader, const std::string & prefix)
   {
     throw ParameterError("(" + prefix + "ModelsPath) is required: the TorchScript model file(s) of the IMPACT metric");
   }
-  std::vector<ModelSpec> models(paths->tokens.size());
+  // The seed's spelling separates models by spaces, so a path with spaces arrives in pieces: pieces
+  // are joined while they name no file until they do. When some piece still names no file, the
+  // errors that follow say how such a path is written.
+  auto        files = paths->tokens;
+  std::string spacesHint;
+  if (paths->seedSpelling && files.size() > 1)
+  {
+    std::vector<std::string> joined;
+    for (size_t i = 0; i < files.size();)
+    {
+      size_t j = i;
+      auto   candidate = files[i];
+      while (!std::filesystem::is_regular_file(candidate) && j + 1 < files.size())
+      {
+        candidate += " " + files[++j];
+      }
+      if (!std::filesystem::is_regular_file(candidate))
+      {
+        joined.clear();
+        break;
+      }
+      joined.push_back(candidate);
+      i = j + 1;
+    }
+    if (!joined.empty())
+    {
+      files = joined;
+    }
+    else
+    {
+      spacesHint = " (" + paths->spelled + " \"" + join(files) + "\" was read as " + std::to_string(files.size()) +
+                   " models separated by spaces, not all of them existing files; a model path that contains spaces " +
+                   "is written in elastix 5.3.1's spelling, one quoted value per model: (Impact" + prefix +
+                   "ModelsPath0 \"" + join(files) + "\"))";
+    }
+  }
+  std::vector<ModelSpec> models(files.size());
   for (size_t i = 0; i < models.size(); ++i)
   {
-    models[i].path = paths->tokens[i];
+    models[i].path = files[i];
+    models[i].pathHint = spacesHint;
   }
   auto perModel = [&](const std::string & name, auto && assign) {
     if (const auto raw = get(name))
     {
       if (raw->tokens.size() != models.size())
       {
-        raw->fail("expected " + std::to_string(models.size()) + " value(s), one per model in " + paths->spelled);
+        raw->fail("expected " + std::to_string(models.size()) + " value(s), one per model in " + paths->spelled +
+                  spacesHint);
       }
       for (size_t i = 0; i < models.size(); ++i)
       {
@@ -382,6 +421,18 @@ parseLevel(const ParameterLookup & lookup, unsigned level)
       raw->fail("0 is not allowed; use -1 (once per level) or a positive iteration count");
     }
   }
+  // Jacobian mode runs every sample's patch through the network; ASGD's step-size estimation asks for
+  // NumberOfSamplesForExactGradient (elastix default 100000) samples at once. A few thousand estimate
+  // that gradient as well (benchmarks/README), so Jacobian mode uses at most 10000 by default.
+  cfg.maximumSamples = cfg.mode == Mode::Jacobian ? 10000 : 0;
+  if (const auto raw = reader.perLevel("MaximumSamplesPerEvaluation"))
+  {
+    cfg.maximumSamples = toInt(*raw, raw->tokens[0], 0, 1LL << 40, "a number of samples (0 = all)");
+  }
+  if (const auto raw = reader.perLevel("MemoryLimit"))
+  {
+    cfg.memoryLimitGB = raw->tokens[0] == "0" ? 0.0 : toPositiveDouble(*raw, raw->tokens[0]);
+  }
   for (const auto * name : { "WriteFeatureMaps", "FeatureMapOutputDirectory" })
   {
     if (const auto raw = reader.perLevel(name))
@@ -501,7 +552,8 @@ knownParameterNames(unsigned levels)
   const std::vector<std::string> sided{ "ModelsPath", "Dimension", "NumberOfChannels",
                                         "PatchSize",  "VoxelSize", "LayersMask" };
   const std::vector<std::string> single{ "Mode", "GPU", "GPUFallback", "UseMixedPrecision", "FeaturesMapUpdateInterval",
-                                         "WriteFeatureMaps", "FeatureMapOutputDirectory" };
+                                         "WriteFeatureMaps", "FeatureMapOutputDirectory", "MaximumSamplesPerEvaluation",
+                                         "MemoryLimit" };
   std::vector<std::string> names;
   auto                     addList = [&](const std::string & n) {
     names.push_back(n);

@@ -39,6 +39,7 @@ struct ModelSpec
   std::vector<int64_t> patchSize;  // (dimension), x first; 0 = whole axis (Static mode only)
   std::vector<double>  voxelSize;  // (dimension) mm, x first
   std::string          layersMask; // one '0'/'1' per model output
+  std::string          pathHint;   // appended to a missing-file error: how the path was read
 };
 
 /** One selected output layer (a '1' of a LayersMask) with its comparison settings. */
@@ -59,6 +60,8 @@ struct LevelConfig
   bool                   gpuFallback{ false };
   bool                   mixedPrecision{ false };
   int                    featuresMapUpdateInterval{ -1 };
+  int64_t                maximumSamples{ 0 }; // sample points used per evaluation, evenly spread; 0 = all
+  double                 memoryLimitGB{ 0 };  // what a level may use; 0 = the machine's available memory
   std::string            featureMapDirectory; // empty = do not write
   std::vector<ModelSpec> fixedModels;
   std::vector<ModelSpec> movingModels; // same length as fixedModels; equal to it unless Fixed*/Moving* are used

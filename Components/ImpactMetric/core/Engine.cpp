@@ -1,7 +1,9 @@
 #include "Engine.h"
 
 #include "BSpline.h"
-#include "Patches.h"
+#include "Memory.h"
+#include "PatchSampler.h"
+#include "Precision.h"
 
 #include <chrono>
 #include <iostream>
@@ -31,6 +33,56 @@ double
 seconds(std::chrono::steady_clock::time_point since)
 {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+std::string
+valuesText(const std::vector<double> & values)
+{
+  std::ostringstream os;
+  for (size_t a = 0; a < values.size(); ++a)
+  {
+    os << (a ? "*" : "") << values[a];
+  }
+  return os.str();
+}
+
+// Jacobian mode: a patch spans PatchSize x VoxelSize mm; one larger than the image sees nothing but
+// mirrored borders, and one the size of a whole large image does not fit in memory.
+void
+checkPatchFitsImage(const ModelSpec & spec, const Geometry & geometry, const std::string & side, Mode mode)
+{
+  if (mode != Mode::Jacobian)
+  {
+    return;
+  }
+  double largest = 0;
+  for (int a = 0; a < geometry.dim(); ++a)
+  {
+    largest = std::max(largest, geometry.size[a] * geometry.spacing[a]);
+  }
+  for (int a = 0; a < spec.dimension; ++a)
+  {
+    const double patch = spec.patchSize[a] * spec.voxelSize[a];
+    // A model of the image's dimension has patch axis a along image axis a; a 2D plane can turn anywhere.
+    const double image = spec.dimension == geometry.dim() ? geometry.size[a] * geometry.spacing[a] : largest;
+    if (patch > image + 1e-6)
+    {
+      std::vector<double> extent;
+      for (int b = 0; b < geometry.dim(); ++b)
+      {
+        extent.push_back(geometry.size[b] * geometry.spacing[b]);
+      }
+      std::vector<double> span;
+      for (int b = 0; b < spec.dimension; ++b)
+      {
+        span.push_back(spec.patchSize[b] * spec.voxelSize[b]);
+      }
+      throw ParameterError("(PatchSize \"" + sizeText(spec.patchSize) + "\") at (VoxelSize \"" +
+                           valuesText(spec.voxelSize) + "\") spans " + valuesText(span) + " mm, more than the " + side +
+                           " image (" + valuesText(extent) + " mm): a patch must fit inside the image. The usual " +
+                           "PatchSize is the model's field of view (impact-elastix models inspect MODEL)");
+    }
+  }
 }
 } // namespace
 
@@ -91,16 +143,18 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
     m_Options.warn = [](const std::string & message) { std::cerr << message << std::endl; };
   }
   const auto device = resolveDevice(m_Config, m_Options.warn);
-  if (m_Config.mixedPrecision && !device.is_cuda())
+  if (m_Config.mixedPrecision)
   {
-    m_Options.warn("WARNING: (UseMixedPrecision \"true\") is used on CUDA devices only; the CPU runs in float32.");
+    std::string why;
+    m_Fixed.context.autocast = m_Moving.context.autocast = mixedPrecisionType(device, why);
+    (m_Fixed.context.autocast ? m_Options.info : m_Options.warn)("IMPACT: (UseMixedPrecision \"true\"): " + why);
   }
-  m_Fixed.context.mixedPrecision = m_Moving.context.mixedPrecision = m_Config.mixedPrecision && device.is_cuda();
   const int  imageDim = m_Fixed.geometry.dim();
   if (imageDim != 2 && imageDim != 3)
   {
     throw ParameterError("IMPACT works on 2D and 3D images; these are " + std::to_string(imageDim) + "D");
   }
+  std::vector<std::pair<ModelProbe, ModelProbe>> probes;
   for (size_t i = 0; i < m_Config.fixedModels.size(); ++i)
   {
     const auto & fspec = m_Config.fixedModels[i];
@@ -112,9 +166,19 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
         throw ParameterError("(Dimension " + std::to_string(spec->dimension) + ") of model \"" + spec->path +
                              "\" needs " + std::to_string(spec->dimension) + "D images; these are " +
                              std::to_string(imageDim) + "D");
-      }
+      }      checkPatchFitsImage(*spec, spec == &fspec ? m_Fixed.geometry : m_Moving.geometry,
+                          spec == &fspec ? "fixed" : "moving", m_Config.mode);
     }
-    Pair pair{ cache.get(fspec.path, device), cache.get(mspec.path, device) };
+    Pair pair;
+    try
+    {
+      pair.fixed = cache.get(fspec.path, device);
+      pair.moving = cache.get(mspec.path, device);
+    }
+    catch (const std::runtime_error & error)
+    {
+      throw std::runtime_error(error.what() + (fspec.pathHint.empty() ? mspec.pathHint : fspec.pathHint));
+    }
     // Probe both sides; Static mode with whole-axis patches probes a small grid.
     const std::vector<int64_t> probeSize(fspec.dimension, 32);
     const auto                 fprobe = probeModel(*pair.fixed, fspec, probeSize);
@@ -178,18 +242,165 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
                                  std::to_string(output + 1) + "; use at least " + sizeText(fov));
           }
         }
+        if (m_Config.mode == Mode::Static && spec->patchSize[0] != 0 &&
+            c10::multiply_integers(spec->patchSize) < 8 * c10::multiply_integers(fov))
+        {
+          // IMPACT's documentation: Static tiles the image into overlapping PatchSize tiles, or runs it
+          // whole with PatchSize 0. Tiles near the field of view are legal but wasteful: say so.
+          m_Options.warn("WARNING: IMPACT Static: tiles of (PatchSize \"" + sizeText(spec->patchSize) +
+                         "\") are close to the field of view " + sizeText(fov) + " of model \"" + spec->path +
+                         "\": tiles overlap by half, so the model runs on about " +
+                         std::to_string(1 << spec->dimension) + "x the image's voxels and most features come from "
+                         "tile borders. (PatchSize \"" + std::string(spec->dimension == 3 ? "0*0*0" : "0*0") +
+                         "\") runs the whole image at once; tiles of 64 voxels or more bound memory instead");
+        }
+        if (m_Config.mode == Mode::Static)
+        {
+          const auto & geometry = spec == &fspec ? m_Fixed.geometry : m_Moving.geometry;
+          const auto   grid = modelGrid(geometry, spec->voxelSize);
+          for (int a = 0; a < spec->dimension; ++a)
+          {
+            if (grid.size[a] < fov[a])
+            {
+              throw ParameterError("(VoxelSize \"" + valuesText(spec->voxelSize) + "\") of model \"" + spec->path +
+                                   "\" resamples the " + (spec == &fspec ? "fixed" : "moving") + " image to " +
+                                   sizeText(std::vector<int64_t>(grid.size.begin(), grid.size.begin() + spec->dimension)) +
+                                   " voxels, fewer than the field of view " + sizeText(fov) + " of its output " +
+                                   std::to_string(output + 1) + ": the features would be all padding. Use a VoxelSize " +
+                                   "of at most the image extent / field of view on each axis");
+            }
+          }
+        }
         m_Options.info("IMPACT: model \"" + spec->path + "\" output " + std::to_string(output + 1) + ": " +
                        std::to_string(fs[1]) + " channels, field of view " + sizeText(fov) + " voxels");
       }
+      for (const auto & layer : m_Config.layers)
+      {
+        if (layer.model == static_cast<int>(i) && layer.output == static_cast<int>(fo) && layer.subsetFeatures > fs[1])
+        {
+          throw ParameterError("(SubsetFeatures " + std::to_string(layer.subsetFeatures) + ") asks for more channels "
+                               "than output " + std::to_string(fo + 1) + " of model \"" + fspec.path + "\" has (" +
+                               std::to_string(fs[1]) + "); use at most " + std::to_string(fs[1]) +
+                               ", or 0 for all channels");
+        }
+      }
+    }
+    for (const auto * spec : { &fspec, &mspec })
+    {
+      auto & outputs = spec == &fspec ? pair.fixedOutputs : pair.movingOutputs;
+      for (size_t o = 0; o < spec->layersMask.size(); ++o)
+      {
+        if (spec->layersMask[o] == '1')
+        {
+          outputs.push_back(static_cast<int>(o));
+        }
+      }
+    }
+    if (m_Config.mode == Mode::Jacobian && fspec.dimension == imageDim)
+    {
+      // Patch axes along the image's own axes (its direction matrix), VoxelSize mm apart.
+      pair.fixedLayout = patchLayout(fspec.patchSize, fspec.voxelSize, imageAxes(m_Fixed.geometry.direction, imageDim),
+                                     m_Fixed.geometry);
+      // The moving patch keeps the fixed patch's world orientation: features compare like with like.
+      pair.movingLayout = patchLayout(mspec.patchSize, mspec.voxelSize,
+                                      imageAxes(m_Fixed.geometry.direction, imageDim), m_Moving.geometry);
     }
     m_Models.push_back(pair);
+    probes.emplace_back(fprobe, mprobe);
   }
-
-  if (m_Config.mode != Mode::Static)
+  checkMemory(probes);
+  if (m_Config.mode == Mode::Static)
   {
+    computeStaticMaps();
+  }
+}
+
+void
+Engine::checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes)
+{
+  const auto  limit = memoryLimit(m_Config.memoryLimitGB);
+  const auto  limitText = bytesText(static_cast<double>(limit)) +
+                         (m_Config.memoryLimitGB > 0 ? " (MemoryLimit)" : " (available on this machine; MemoryLimit sets another)");
+  const auto  floatBytes = static_cast<double>(sizeof(float));
+  if (m_Config.mode == Mode::Jacobian)
+  {
+    for (size_t i = 0; i < m_Models.size(); ++i)
+    {
+      // The chunking heuristic: activations of hidden layers ~ 8x the patches' inputs and outputs.
+      const double oneSample = 8.0 * floatBytes * static_cast<double>(m_Models[i].elementsPerSample);
+      if (oneSample > static_cast<double>(limit))
+      {
+        throw ParameterError("(PatchSize \"" + sizeText(m_Config.fixedModels[i].patchSize) + "\") of model \"" +
+                             m_Config.fixedModels[i].path + "\": one sample's patches and features need about " +
+                             bytesText(oneSample) + ", more than the memory limit " + limitText +
+                             "; use a smaller PatchSize (the model's field of view suffices)");
+      }
+    }
     return;
   }
-  computeStaticMaps();
+  // Static mode: every selected layer keeps a fixed and a moving map of B-spline coefficients
+  // (float32, channels last); while one side is computed, the model's activations and two
+  // float32 copies of its raw maps (blending sum, channels-last result) exist on top.
+  double kept = 0, transient = 0;
+  for (size_t i = 0; i < m_Models.size(); ++i)
+  {
+    for (int side = 0; side < 2; ++side)
+    {
+      const auto & spec = side == 0 ? m_Config.fixedModels[i] : m_Config.movingModels[i];
+      const auto & probe = side == 0 ? probes[i].first : probes[i].second;
+      const auto   grid = modelGrid(side == 0 ? m_Fixed.geometry : m_Moving.geometry, spec.voxelSize);
+      double       gridVoxels = 1, tileVoxels = 1;
+      for (int a = 0; a < grid.dim(); ++a)
+      {
+        gridVoxels *= static_cast<double>(grid.size[a]);
+        tileVoxels *= a < spec.dimension && spec.patchSize[a] > 0 ? std::min<double>(spec.patchSize[a], grid.size[a])
+                      : a < spec.dimension                        ? static_cast<double>(grid.size[a])
+                                                                   : 1.0;
+      }
+      const double runVoxels =
+        std::max(tileVoxels, std::min<double>(gridVoxels, static_cast<double>(m_Options.maxBatchVoxels)));
+      double raw = 0, outputChannels = 0;
+      for (size_t o = 0; o < probe.outputShapes.size(); ++o)
+      {
+        const auto & shape = probe.outputShapes[o];
+        double       stride = 1; // probe input voxels per output voxel
+        for (int a = 0; a < spec.dimension; ++a)
+        {
+          stride *= (spec.patchSize[a] > 0 ? spec.patchSize[a] : 32) / static_cast<double>(shape[2 + a]);
+        }
+        outputChannels += static_cast<double>(shape[1]);
+        if (spec.layersMask[o] != '1')
+        {
+          continue;
+        }
+        const double voxels = gridVoxels / stride;
+        int64_t      channels = shape[1];
+        for (const auto & layer : m_Config.layers)
+        {
+          if (layer.model == static_cast<int>(i) && layer.output == static_cast<int>(o) && layer.pca > 0)
+          {
+            channels = std::min<int64_t>(channels, layer.pca);
+          }
+        }
+        kept += voxels * static_cast<double>(channels) * floatBytes;
+        raw += 2.0 * voxels * static_cast<double>(shape[1]) * floatBytes;
+      }
+      const double activations = runVoxels * floatBytes * (spec.channels + 3.0 * outputChannels);
+      transient = std::max(transient, raw + activations);
+    }
+  }
+  const double total = kept + transient;
+  std::ostringstream os;
+  os << "IMPACT Static: feature maps need about " << bytesText(total) << " (" << bytesText(kept) << " kept, "
+     << bytesText(transient) << " while one is computed); memory limit " << limitText;
+  m_Options.info(os.str());
+  if (total > static_cast<double>(limit))
+  {
+    const int d = m_Config.fixedModels.front().dimension;
+    throw ParameterError(os.str() + ". Use a coarser VoxelSize (twice the voxel size needs about " +
+                         bytesText(total / std::pow(2.0, d)) + "), fewer channels (PCA), a smaller PatchSize " +
+                         "for the model's tiles, or Jacobian mode, which keeps no feature maps");
+  }
 }
 
 void
@@ -249,16 +460,6 @@ Engine::channelSubset(const LayerSpec & layer, int64_t channels)
   return torch::randperm(channels, m_Generator, torch::kLong).narrow(0, 0, layer.subsetFeatures);
 }
 
-torch::Tensor
-Engine::patchAxes(const ModelSpec & spec, int64_t n)
-{
-  if (spec.dimension == m_Fixed.geometry.dim())
-  {
-    return imageAxes(m_Fixed.geometry.direction, spec.dimension);
-  }
-  return randomPlanes(n, m_Generator); // a 2D model on a 3D image: a random plane per sample
-}
-
 double
 Engine::evaluateJacobianModel(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient)
 {
@@ -300,55 +501,38 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
 {
   const auto & fspec = m_Config.fixedModels[model];
   const auto & mspec = m_Config.movingModels[model];
+  const auto & pair = m_Models[model];
   const auto   n = x.size(0);
-  const auto   dim = x.size(1);
-  const auto   axes = patchAxes(fspec, n);
-  auto         points = [&](const torch::Tensor & centres, const ModelSpec & spec) {
-    const auto offsets = patchOffsets(spec.patchSize, spec.voxelSize, axes);
-    return (centres.unsqueeze(1) + (offsets.dim() == 2 ? offsets.unsqueeze(0) : offsets)).reshape({ -1, dim });
-  };
-  auto patchShape = [&](const ModelSpec & spec) {
+  // A model of the image's dimension has one patch layout per side; a 2D model on a 3D image sees a
+  // random plane per sample, the same plane on both sides.
+  PatchLayout fixedLayout = pair.fixedLayout, movingLayout = pair.movingLayout;
+  if (!fixedLayout.offsets.defined())
+  {
+    const auto axes = randomPlanes(n, m_Generator);
+    fixedLayout = patchLayout(fspec.patchSize, fspec.voxelSize, axes, m_Fixed.geometry);
+    movingLayout = patchLayout(mspec.patchSize, mspec.voxelSize, axes, m_Moving.geometry);
+  }
+  auto patchShape = [n](const ModelSpec & spec) {
     std::vector<int64_t> shape{ n, 1 };
-    for (auto s : patchTensorShape(spec))
-    {
-      shape.push_back(s);
-    }
+    shape.insert(shape.end(), spec.patchSize.rbegin(), spec.patchSize.rend()); // tensor order
     return shape;
   };
-  const auto fixedValues =
-    std::get<0>(bsplineSample(m_Fixed.coefficients, m_Fixed.geometry.worldToIndex(points(x, fspec)), false));
-  auto [movingValues, movingIndexGradient] =
-    bsplineSample(m_Moving.coefficients, m_Moving.geometry.worldToIndex(points(y, mspec)), gradient != nullptr);
-  const auto fixedPatch = fixedValues.view(patchShape(fspec));
-  const auto movingPatch = movingValues.view(patchShape(mspec));
+  const auto fixedPatch =
+    samplePatches(m_Fixed.coefficients, m_Fixed.geometry, x, fixedLayout, false).values.view(patchShape(fspec));
+  const auto moving = samplePatches(m_Moving.coefficients, m_Moving.geometry, y, movingLayout, gradient != nullptr);
+  const auto movingPatch = moving.values.view(patchShape(mspec));
 
   auto fctx = m_Fixed.context, mctx = m_Moving.context;
   fctx.numberOfLayers = static_cast<int>(fspec.layersMask.size());
   mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
-  const auto & pair = m_Models[model];
 
   // The layers of this model, with this call's channel subsets.
   std::vector<std::pair<const LayerSpec *, torch::Tensor>> layers;
-  std::vector<int>                                         fixedOutputs, movingOutputs;
   for (const auto & layer : m_Config.layers)
   {
     if (layer.model == static_cast<int>(model))
     {
       layers.emplace_back(&layer, torch::Tensor());
-    }
-  }
-  for (size_t o = 0; o < fspec.layersMask.size(); ++o)
-  {
-    if (fspec.layersMask[o] == '1')
-    {
-      fixedOutputs.push_back(static_cast<int>(o));
-    }
-  }
-  for (size_t o = 0; o < mspec.layersMask.size(); ++o)
-  {
-    if (mspec.layersMask[o] == '1')
-    {
-      movingOutputs.push_back(static_cast<int>(o));
     }
   }
 
@@ -362,7 +546,7 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
     const auto         outs = pair.fixed->forward(replicateChannels(fixedPatch, fspec.channels), fctx);
     for (size_t k = 0; k < layers.size(); ++k)
     {
-      auto f = outs.at(fixedOutputs[k]);
+      auto f = outs.at(pair.fixedOutputs[k]);
       layers[k].second = channelSubset(*layers[k].first, f.size(1));
       if (layers[k].second.defined())
       {
@@ -376,7 +560,7 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
     torch::Tensor total;
     for (size_t k = 0; k < layers.size(); ++k)
     {
-      auto m = movingOuts.at(movingOutputs[k]);
+      auto m = movingOuts.at(pair.movingOutputs[k]);
       if (layers[k].second.defined())
       {
         m = m.index_select(1, layers[k].second);
@@ -393,13 +577,10 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
     return loss(pair.moving->forward(replicateChannels(movingPatch, mspec.channels), mctx)).item<double>();
   }
   // eq. 7-8: dS/d(moving patch) by backpropagation through the model, then the image gradient.
-  auto leaf = movingPatch.detach().requires_grad_(true);
-  auto value = loss(pair.moving->forward(replicateChannels(leaf, mspec.channels), mctx));
-  auto dPatch = torch::autograd::grad({ value }, { leaf })[0].to(torch::kCPU, torch::kFloat64).reshape({ n, -1, 1 });
-  // d(image)/d(index) -> d(image)/d(world): idx = W (y - origin), so the world gradient is g W.
-  const auto imageGradient =
-    torch::matmul(movingIndexGradient.to(torch::kFloat64).squeeze(1), m_Moving.geometry.worldToIndexMatrix());
-  *gradient += (dPatch * imageGradient.view({ n, -1, dim })).sum(1);
+  auto       leaf = movingPatch.detach().requires_grad_(true);
+  auto       value = loss(pair.moving->forward(replicateChannels(leaf, mspec.channels), mctx));
+  const auto dPatch = torch::autograd::grad({ value }, { leaf })[0].to(torch::kCPU);
+  *gradient += chainPatchGradient(dPatch, moving.indexGradient, m_Moving.geometry);
   return value.item<double>();
 }
 

@@ -7,6 +7,7 @@
 #include "FeatureMaps.h"
 #include "ImageTensor.h"
 #include "Model.h"
+#include "PatchSampler.h"
 
 #include <functional>
 #include <memory>
@@ -115,18 +116,22 @@ private:
   {
     std::shared_ptr<Model> fixed, moving;
     int64_t                elementsPerSample{ 1 }; // patch voxels x (input + output channels), both sides
+    std::vector<int>       fixedOutputs, movingOutputs; // model outputs of the selected layers, in order
+    PatchLayout            fixedLayout, movingLayout;   // Jacobian mode; unset for 2D models on 3D images
   };
 
   torch::Tensor
   channelSubset(const LayerSpec & layer, int64_t channels);
-  torch::Tensor
-  patchAxes(const ModelSpec & spec, int64_t n);
   double
   evaluateJacobianModel(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
   double
   evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
   double
   evaluateStaticLayer(size_t layer, const torch::Tensor & x, const torch::Tensor & y, torch::Tensor * gradient);
+
+  /** Stops with a ParameterError when the level would not fit in memory (MemoryLimit). */
+  void
+  checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes);
 
   /** Static mode: computes the feature maps of every selected layer (or takes them from the cache). */
   void

@@ -40,11 +40,14 @@ tileStarts(int64_t n, int64_t p, int64_t stride)
 void
 FeatureMap::finalize(bool keepFeatures)
 {
-  coefficients = bsplineCoefficients(features);
-  if (!keepFeatures)
+  if (keepFeatures)
   {
-    features = torch::Tensor();
+    coefficients = bsplineCoefficients(features);
+    return;
   }
+  coefficients = std::move(features).to(torch::kFloat32).contiguous();
+  features = torch::Tensor();
+  bsplineCoefficientsInPlace(coefficients);
 }
 
 Geometry
@@ -68,6 +71,42 @@ resampleForModel(const torch::Tensor & coefficients, const Geometry & geometry, 
   return out;
 }
 
+namespace
+{
+// How the tiles' results of one model output land on the output grid.
+struct OutputPlacement
+{
+  int                  output{};
+  std::vector<int64_t> tileOutput; // output voxels of one tile, per model axis (x first)
+  std::vector<int64_t> stride;     // input voxels per output voxel
+  std::vector<int64_t> gridSize;   // output voxels over the whole plane
+  std::vector<int64_t> shift;      // output index of a tile's first output, relative to start / stride
+  int64_t              channels{};
+  torch::Tensor        sum;        // (C, planes * grid voxels): weighted sum of tile outputs
+  torch::Tensor        weight;     // (planes * grid voxels): sum of the weights
+  torch::Tensor        tileWeight; // (tile output voxels): favours tile centres
+};
+
+// Flat offsets (tensor order, x fastest) of a box of `box` voxels (x first) inside a grid of `grid`
+// voxels (x first), shifted per job by `starts` (J, d): (J, prod(box)) int64, and which are inside.
+std::pair<torch::Tensor, torch::Tensor>
+boxIndices(const std::vector<int64_t> & box, const std::vector<int64_t> & grid, const torch::Tensor & starts)
+{
+  const auto    d = static_cast<int64_t>(box.size());
+  const auto    jobs = starts.size(0);
+  torch::Tensor flat = torch::zeros({ jobs, 1 }, torch::kLong);
+  torch::Tensor inside = torch::ones({ jobs, 1 }, torch::kBool);
+  for (int64_t a = d - 1; a >= 0; --a) // slowest axis first, so that x ends up fastest
+  {
+    const auto coordinate = starts.select(1, a).unsqueeze(1) + torch::arange(box[a], torch::kLong).unsqueeze(0);
+    const auto ok = (coordinate >= 0) & (coordinate < grid[a]);
+    flat = (flat.unsqueeze(2) * grid[a] + coordinate.unsqueeze(1)).reshape({ jobs, -1 });
+    inside = (inside.unsqueeze(2) & ok.unsqueeze(1)).reshape({ jobs, -1 });
+  }
+  return { flat, inside };
+}
+} // namespace
+
 std::vector<FeatureMap>
 computeFeatureMaps(const Model &          model,
                    const ModelSpec &      spec,
@@ -75,145 +114,153 @@ computeFeatureMaps(const Model &          model,
                    const ModelContext &   context,
                    int64_t                maxBatchVoxels)
 {
-  const int  bigD = image.geometry.dim();
+  const int  imageDim = image.geometry.dim();
   const int  d = spec.dimension;
-  const bool slices = d < bigD;
-  TORCH_CHECK(d <= bigD, "a ", d, "D model cannot run on a ", bigD, "D image");
-  // Planes: (B, *spatial_d) with B = 1, or the slices along the third axis.
-  const auto planes = slices ? image.values : image.values.unsqueeze(0);
-  const auto b = planes.size(0);
-  std::vector<int64_t> n(d), p(d); // x first
+  const bool slices = d < imageDim;
+  TORCH_CHECK(d <= imageDim, "a ", d, "D model cannot run on a ", imageDim, "D image");
+  // Planes: (planes, *spatial_d): the image itself, or its slices along the third axis.
+  const auto planes = (slices ? image.values : image.values.unsqueeze(0)).contiguous();
+  const auto planeCount = planes.size(0);
+  std::vector<int64_t> planeSize(d), tile(d); // x first
+  int64_t              planeVoxels = 1, tileVoxels = 1;
   for (int a = 0; a < d; ++a)
   {
-    n[a] = planes.size(d - a);
-    p[a] = (spec.patchSize[a] == 0 || spec.patchSize[a] >= n[a]) ? n[a] : spec.patchSize[a];
+    planeSize[a] = planes.size(d - a);
+    tile[a] = (spec.patchSize[a] == 0 || spec.patchSize[a] >= planeSize[a]) ? planeSize[a] : spec.patchSize[a];
+    planeVoxels *= planeSize[a];
+    tileVoxels *= tile[a];
   }
-  auto run = [&](const torch::Tensor & input) { // (B', *p) -> outputs (B', C, *o) on the CPU
+  std::vector<int64_t> tileShape{ -1, spec.channels }; // (jobs, C, *tile) in tensor order
+  tileShape.insert(tileShape.end(), tile.rbegin(), tile.rend());
+  auto run = [&](const torch::Tensor & tiles) { // (jobs, tile voxels) -> outputs (jobs, C_l, *o) on the CPU
     torch::InferenceMode guard;
-    auto shape = input.unsqueeze(1).sizes().vec();
-    shape[1] = spec.channels; // a grey image fed to a model that wants more channels
-    auto outs = model.forward(input.unsqueeze(1).expand(shape).contiguous(), context);
+    auto outs = model.forward(tiles.unsqueeze(1).expand({ -1, spec.channels, -1 }).reshape(tileShape), context);
     for (auto & o : outs)
     {
       o = o.to(torch::kCPU, torch::kFloat32);
     }
     return outs;
   };
-  auto tile = [&](const torch::Tensor & src, const std::vector<int64_t> & start) {
-    auto t = src;
-    for (int a = 0; a < d; ++a)
-    {
-      t = t.narrow(d - a, start[a], p[a]);
-    }
-    return t;
-  };
 
-  // One tile first, to learn each output's channels, size and stride.
-  const auto first = run(tile(planes.narrow(0, 0, 1), std::vector<int64_t>(d, 0)));
-  struct Out
-  {
-    int                  output;
-    std::vector<int64_t> o, s, e, shift; // tile output size, stride, global size, placement shift (x first)
-    torch::Tensor        sum, weight;
-  };
-  std::vector<Out> outs;
-  for (int k = 0; k < static_cast<int>(first.size()); ++k)
+  // Probe: one tile tells each output's channels, size and stride.
+  const auto           firstTile = boxIndices(tile, planeSize, torch::zeros({ 1, d }, torch::kLong)).first;
+  const auto           probe = run(planes.reshape({ -1 }).index_select(0, firstTile.reshape({ -1 })).view({ 1, -1 }));
+  std::vector<OutputPlacement> placements;
+  for (int k = 0; k < static_cast<int>(probe.size()); ++k)
   {
     if (spec.layersMask.at(k) != '1')
     {
       continue;
     }
-    Out out;
+    OutputPlacement out;
     out.output = k;
-    std::vector<int64_t> shape{ b, first[k].size(1) };
+    out.channels = probe[k].size(1);
+    int64_t gridVoxels = 1;
+    out.tileWeight = torch::ones({ 1 }, torch::kFloat32);
+    for (int a = d - 1; a >= 0; --a) // tensor order for the weights
+    {
+      out.tileWeight = (out.tileWeight.unsqueeze(1) * tileWeights(probe[k].size(2 + (d - 1 - a))).unsqueeze(0)).reshape({ -1 });
+    }
     for (int a = 0; a < d; ++a)
     {
-      const auto o = first[k].size(1 + d - a);
-      const auto s = std::max<int64_t>(1, std::llround(static_cast<double>(p[a]) / o));
-      out.o.push_back(o);
-      out.s.push_back(s);
-      out.e.push_back((n[a] + s - 1) / s);
-      out.shift.push_back(std::llround((p[a] - o * s) / (2.0 * s)));
+      const auto o = probe[k].size(1 + d - a);
+      const auto s = std::max<int64_t>(1, std::llround(static_cast<double>(tile[a]) / o));
+      out.tileOutput.push_back(o);
+      out.stride.push_back(s);
+      out.gridSize.push_back((planeSize[a] + s - 1) / s);
+      out.shift.push_back(std::llround((tile[a] - o * s) / (2.0 * s)));
+      gridVoxels *= out.gridSize.back();
     }
-    for (int a = d - 1; a >= 0; --a)
-    {
-      shape.push_back(out.e[a]);
-    }
-    out.sum = torch::zeros(shape, torch::kFloat32);
-    out.weight = torch::zeros(std::vector<int64_t>(shape.begin() + 2, shape.end()), torch::kFloat32);
-    outs.push_back(std::move(out));
+    out.sum = torch::zeros({ out.channels, planeCount * gridVoxels }, torch::kFloat32);
+    out.weight = torch::zeros({ planeCount * gridVoxels }, torch::kFloat32);
+    placements.push_back(std::move(out));
   }
 
-  // All (plane, tile) jobs, run in batches that respect the voxel budget.
+  // Jobs: every (plane, tile start); tiles overlap by about half and are blended.
+  std::vector<std::vector<int64_t>> startsPerAxis(d);
+  for (int a = 0; a < d; ++a)
+  {
+    startsPerAxis[a] = tileStarts(planeSize[a], tile[a], placements.front().stride[a]);
+  }
   std::vector<std::vector<int64_t>> starts{ {} };
   for (int a = 0; a < d; ++a)
   {
     std::vector<std::vector<int64_t>> next;
     for (const auto & prefix : starts)
     {
-      for (auto t : tileStarts(n[a], p[a], outs.front().s[a]))
+      for (auto t : startsPerAxis[a])
       {
         auto s = prefix;
         s.push_back(t);
         next.push_back(s);
       }
     }
-    starts = next;
+    starts = std::move(next);
   }
-  int64_t tileVoxels = 1;
-  for (auto v : p)
+  const auto tilesPerPlane = static_cast<int64_t>(starts.size());
+  auto       tileStart = torch::empty({ tilesPerPlane, d }, torch::kLong);
+  for (int64_t t = 0; t < tilesPerPlane; ++t)
   {
-    tileVoxels *= v;
-  }
-  const int64_t perBatch = std::max<int64_t>(1, maxBatchVoxels / tileVoxels);
-  for (const auto & start : starts)
-  {
-    for (int64_t b0 = 0; b0 < b; b0 += perBatch)
+    for (int a = 0; a < d; ++a)
     {
-      const auto bn = std::min(perBatch, b - b0);
-      const auto results = run(tile(planes.narrow(0, b0, bn), start));
-      for (auto & out : outs)
+      tileStart[t][a] = starts[t][a];
+    }
+  }
+  const int64_t jobsTotal = planeCount * tilesPerPlane;
+  // Tiles (and slices) go through the model in batches, unless its outputs depend on the batch.
+  const int64_t perBatch = model.mixesBatch(spec) ? 1 : std::max<int64_t>(1, maxBatchVoxels / tileVoxels);
+  const auto    flatPlanes = planes.reshape({ -1 });
+  for (int64_t first = 0; first < jobsTotal; first += perBatch)
+  {
+    const auto jobs = torch::arange(first, std::min(jobsTotal, first + perBatch), torch::kLong);
+    const auto plane = jobs.div(tilesPerPlane, "floor");
+    const auto start = tileStart.index_select(0, jobs.remainder(tilesPerPlane));
+    const auto input = boxIndices(tile, planeSize, start).first + (plane * planeVoxels).unsqueeze(1);
+    const auto results = run(flatPlanes.index_select(0, input.reshape({ -1 })).view({ jobs.size(0), -1 }));
+    for (auto & out : placements)
+    {
+      // Tile output j lands on output index start / stride + shift + j; keep what falls inside.
+      auto outStart = start.clone();
+      for (int a = 0; a < d; ++a)
       {
-        auto r = results.at(out.output);
-        auto w = torch::ones({ 1 }, torch::kFloat32);
-        auto sumView = out.sum.narrow(0, b0, bn);
-        auto weightView = out.weight;
-        for (int a = 0; a < d; ++a)
-        {
-          // Tile output j lands on global index start/s + shift + j; keep what falls inside.
-          const int64_t k0 = std::llround(static_cast<double>(start[a]) / out.s[a]) + out.shift[a];
-          const int64_t lo = std::max<int64_t>(0, -k0), hi = std::min<int64_t>(out.o[a], out.e[a] - k0);
-          const int     axis = d - a; // tensor axis of r is 1 + (d - a); of weight it is d - 1 - a
-          r = r.narrow(1 + axis, lo, hi - lo);
-          sumView = sumView.narrow(1 + axis, k0 + lo, hi - lo);
-          weightView = weightView.narrow(axis - 1, k0 + lo, hi - lo);
-          std::vector<int64_t> shape(d, 1);
-          shape[axis - 1] = hi - lo;
-          w = w * tileWeights(out.o[a]).narrow(0, lo, hi - lo).view(shape);
-        }
-        sumView.add_(r * w);
-        weightView.add_(w);
+        outStart.select(1, a).copy_(
+          (start.select(1, a).to(torch::kDouble) / out.stride[a]).round().to(torch::kLong) + out.shift[a]);
       }
+      const auto [target, inside] = boxIndices(out.tileOutput, out.gridSize, outStart);
+      int64_t    gridVoxels = 1;
+      for (auto g : out.gridSize)
+      {
+        gridVoxels *= g;
+      }
+      const auto r = results.at(out.output).reshape({ jobs.size(0), out.channels, -1 }); // (J, C, O)
+      const auto weighted = (r * out.tileWeight).permute({ 1, 0, 2 }).reshape({ out.channels, -1 });
+      const auto keep = inside.reshape({ -1 }).nonzero().squeeze(1);
+      const auto where = (target + (plane * gridVoxels).unsqueeze(1)).reshape({ -1 }).index_select(0, keep);
+      out.sum.index_add_(1, where, weighted.index_select(1, keep));
+      out.weight.index_add_(0, where, out.tileWeight.repeat({ jobs.size(0) }).index_select(0, keep));
     }
   }
 
   std::vector<FeatureMap> maps;
-  for (auto & out : outs)
+  for (auto & out : placements)
   {
     FeatureMap map;
-    auto       features = out.sum / out.weight.clamp_min(1e-12);         // (B, C, *e)
-    features = slices ? features.movedim(1, -1) : features[0].movedim(0, -1); // channels last
-    map.features = features.contiguous();
+    // (C, planes, *grid) -> channels last: (*grid, C) or, slice by slice, (planes, *grid, C).
+    std::vector<int64_t> shape{ out.channels, planeCount };
+    shape.insert(shape.end(), out.gridSize.rbegin(), out.gridSize.rend());
+    auto features = out.sum.div_(out.weight.clamp_min(1e-12)).view(shape).movedim(0, -1);
+    map.features = (slices ? features : features[0]).contiguous();
+    out.sum = torch::Tensor(); // free the blending buffer before the next output is finished
     map.geometry = image.geometry;
-    std::vector<double> firstIndex(bigD, 0.0);
+    std::vector<double> firstIndex(imageDim, 0.0);
     for (int a = 0; a < d; ++a)
     {
-      map.geometry.size[a] = out.e[a];
-      map.geometry.spacing[a] = image.geometry.spacing[a] * out.s[a];
-      firstIndex[a] = 0.5 * (out.s[a] - 1);
+      map.geometry.size[a] = out.gridSize[a];
+      map.geometry.spacing[a] = image.geometry.spacing[a] * out.stride[a];
+      firstIndex[a] = 0.5 * (out.stride[a] - 1);
     }
     const auto origin = image.geometry.indexToWorld(torch::tensor(firstIndex, torch::kFloat64).unsqueeze(0))[0];
-    map.geometry.origin = std::vector<double>(origin.data_ptr<double>(), origin.data_ptr<double>() + bigD);
+    map.geometry.origin = std::vector<double>(origin.data_ptr<double>(), origin.data_ptr<double>() + imageDim);
     if (!torch::isfinite(map.features).all().item<bool>())
     {
       throw std::runtime_error("model \"" + spec.path + "\" returned NaN or Inf features in output " +

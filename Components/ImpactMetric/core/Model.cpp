@@ -1,6 +1,6 @@
 #include "Model.h"
 
-#include <ATen/autocast_mode.h>
+#include "Precision.h"
 
 #include <fstream>
 #include <sstream>
@@ -101,23 +101,8 @@ Model::forward(const torch::Tensor & x, const ModelContext & context) const
   torch::IValue out;
   try
   {
-    const bool autocast = context.mixedPrecision && m_Device.is_cuda();
-    const bool previous = at::autocast::is_autocast_enabled(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, autocast);
-    try
-    {
-      out = m_Module->forward(inputs);
-    }
-    catch (...)
-    {
-      at::autocast::set_autocast_enabled(at::kCUDA, previous);
-      throw;
-    }
-    at::autocast::set_autocast_enabled(at::kCUDA, previous);
-    if (autocast)
-    {
-      at::autocast::clear_cache();
-    }
+    const AutocastScope autocast(m_Device, context.autocast);
+    out = m_Module->forward(inputs);
   }
   catch (const std::exception & e)
   {
@@ -168,6 +153,38 @@ Model::fieldOfView(const ModelSpec & spec, int output) const
     fov = measureFieldOfView(*this, spec, output);
   }
   return fov;
+}
+
+bool
+Model::mixesBatch(const ModelSpec & spec) const
+{
+  std::lock_guard<std::mutex> lock(m_FieldOfViewMutex);
+  const auto key = std::to_string(spec.dimension) + "/" + std::to_string(spec.channels);
+  if (const auto it = m_MixesBatch.find(key); it != m_MixesBatch.end())
+  {
+    return it->second;
+  }
+  // Two inputs of very different contrast, together and apart.
+  auto       gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const auto x = torch::randn(inputShape(spec, std::vector<int64_t>(spec.dimension, 24)), gen);
+  const auto pair = torch::cat({ x, 0.01 * torch::randn(x.sizes(), gen) });
+  ModelContext context;
+  context.numberOfLayers = static_cast<int>(spec.layersMask.size());
+  context.stats = torch::tensor({ 0.0f, 1.0f, 0.5f, 0.25f });
+  context.direction = torch::eye(spec.dimension, torch::kInt16);
+  torch::InferenceMode guard;
+  const auto together = forward(pair, context);
+  const auto first = forward(pair.narrow(0, 0, 1), context);
+  const auto second = forward(pair.narrow(0, 1, 1), context);
+  bool mixes = false;
+  for (size_t o = 0; o < together.size(); ++o)
+  {
+    const auto apart = torch::cat({ first[o], second[o] }).to(torch::kCPU);
+    const auto scale = apart.abs().max().item<double>();
+    mixes = mixes || (together[o].to(torch::kCPU) - apart).abs().max().item<double>() > 1e-4 * std::max(scale, 1e-12);
+  }
+  m_MixesBatch[key] = mixes;
+  return mixes;
 }
 
 std::shared_ptr<Model>

@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,7 +22,8 @@ struct ModelContext
   int           numberOfLayers{ 1 }; // LayersMask length
   torch::Tensor stats;               // float32 [min, max, mean, std] of the image
   torch::Tensor direction;           // int16 (D, D): the image direction, rounded
-  bool          mixedPrecision{ false }; // CUDA autocast (float16) around the model; outputs back in float32
+  std::optional<at::ScalarType> autocast; // reduced type to autocast the model to (UseMixedPrecision); outputs
+                                          // come back in float32
 };
 
 class Model
@@ -52,6 +54,12 @@ public:
   std::vector<int64_t>
   fieldOfView(const ModelSpec & spec, int output) const;
 
+  /** Whether outputs for one batch element depend on the others (e.g. a normalisation by a mean
+   *  over the whole batch, as in elastix's MIND test model), measured once per input layout. Such a
+   *  model gets one tile per call in Static mode, so that its features do not depend on batching. */
+  bool
+  mixesBatch(const ModelSpec & spec) const;
+
   /** Number of forward arguments after the image batch (0, 1 or 3). */
   int
   numberOfExtraArguments() const
@@ -66,6 +74,7 @@ private:
   int                                m_ExtraArguments{ 0 };
   mutable std::mutex                 m_FieldOfViewMutex;
   mutable std::map<std::string, std::vector<int64_t>> m_FieldOfView;
+  mutable std::map<std::string, bool>                 m_MixesBatch;
 };
 
 /** Models of one run, loaded on first use and shared by all levels and both sides. */
