@@ -46,6 +46,16 @@ using ImpactSemanticMetricFor = itk::ImpactSemanticMetric<typename MetricBase<TE
  *   transform. Default: -1.
  * \parameter WriteFeatureMaps: "false" or a directory; Static mode writes the model inputs and the
  *   feature maps of each level there as .mha. Default: false.
+ * \parameter UseMixedPrecision: "true" runs the models in a reduced type: float16 autocast on CUDA,
+ *   bfloat16 autocast on CPUs with native bfloat16 (AVX512-BF16 or AMX; about 2x faster there), and
+ *   float32 with one log line on other CPUs. Distances and gradients stay float32/float64. Default: false.
+ * \parameter MaximumSamplesPerEvaluation: at most this many of the image sampler's points per metric
+ *   evaluation, evenly spread; 0 = all. Bounds ASGD's step-size estimation, which asks for
+ *   NumberOfSamplesForExactGradient (elastix default 100000) points at once. Default: 10000 in
+ *   Jacobian mode (a patch through the model per point), 0 in Static mode.
+ * \parameter MemoryLimit: GB a level may use; a level whose estimate (Static feature maps, Jacobian
+ *   patches) exceeds it stops before it starts, naming the estimate. Default: 0 = the memory the
+ *   machine has available.
  * \parameter RandomSeed: seed of the channel subsets and 2D planes (the sampler has its own). Default: 121212.
  *
  * \ingroup Metrics

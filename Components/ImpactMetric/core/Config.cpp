@@ -504,6 +504,7 @@ parseLevel(const ParameterLookup & lookup, unsigned level)
   const auto & models = cfg.fixedModels;
   perLayer(reader.list("SubsetFeatures"), models, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
     l.subsetFeatures = toInt(r, t, 0, 1 << 30, "a channel count (0 = all channels)");
+    l.subsetFeaturesGiven = true;
   });
   perLayer(reader.list("PCA"), models, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
     l.pca = toInt(r, t, 0, 1 << 20, "a number of principal components (0 = no PCA)");

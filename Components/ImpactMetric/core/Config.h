@@ -48,6 +48,7 @@ struct LayerSpec
   int      model{};          // index into LevelConfig::fixedModels / movingModels
   int      output{};         // index of the model output
   int64_t  subsetFeatures{}; // channels drawn per iteration; 0 = all
+  bool     subsetFeaturesGiven{ false }; // set by the map (the default 32 means all of fewer channels)
   int64_t  pca{};            // principal components kept (Static mode); 0 = off
   Distance distance{ Distance::L2 };
   double   weight{ 1.0 };    // gamma_l

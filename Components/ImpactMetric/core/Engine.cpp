@@ -276,12 +276,15 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
       }
       for (const auto & layer : m_Config.layers)
       {
-        if (layer.model == static_cast<int>(i) && layer.output == static_cast<int>(fo) && layer.subsetFeatures > fs[1])
+        if (layer.model == static_cast<int>(i) && layer.output == static_cast<int>(fo) &&
+            layer.subsetFeaturesGiven && layer.subsetFeatures > fs[1])
         {
-          throw ParameterError("(SubsetFeatures " + std::to_string(layer.subsetFeatures) + ") asks for more channels "
-                               "than output " + std::to_string(fo + 1) + " of model \"" + fspec.path + "\" has (" +
-                               std::to_string(fs[1]) + "); use at most " + std::to_string(fs[1]) +
-                               ", or 0 for all channels");
+          // Maps written for models with more channels (SubsetFeatures 32 is the usual value) stay
+          // valid for smaller ones: all channels are used, and the log says so.
+          m_Options.warn("WARNING: IMPACT: (SubsetFeatures " + std::to_string(layer.subsetFeatures) +
+                         ") is more than the " + std::to_string(fs[1]) + " channels of output " +
+                         std::to_string(fo + 1) + " of model \"" + fspec.path + "\"; all " + std::to_string(fs[1]) +
+                         " channels are compared (0 says so explicitly)");
         }
       }
     }
