@@ -14,6 +14,7 @@ impact-elastix bin-dir        (the folder to give SlicerElastix as its custom el
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -178,6 +179,10 @@ def _preset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _batch(args: argparse.Namespace) -> int:
     from .batch import ClusterOptions, WorkerError, register_many
     from .batch.engines import jobqueue_cluster
@@ -187,6 +192,8 @@ def _batch(args: argparse.Namespace) -> int:
         cluster = ClusterOptions(args.cluster, args.queue, args.cores, args.memory, args.walltime, args.cluster_jobs)
     elif args.print_job_script:
         raise ValueError("--print-job-script needs --cluster slurm|pbs|sge")
+    # `kill` (and a cluster's job cancellation) stops the batch like Ctrl-C: running elastix killed, summary written.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         if args.print_job_script:
             with jobqueue_cluster(cluster) as hpc:

@@ -254,11 +254,16 @@ def run_dask(
         )  # fmt: skip
         for job, ask in zip(jobs, _resources(client, jobs, threads, note), strict=True)
     ]
+    by_key = {future.key: job for future, job in zip(futures, jobs, strict=True)}
     reported: set[str] = set()
     try:
         for future in as_completed(futures):
             reported.add(future.key)
-            if (row := future.result()) is not None:
+            try:
+                row = future.result()
+            except Exception as e:  # the worker died or could not run the task: this pair fails, not the batch
+                row = {"id": by_key[future.key].pair.id, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+            if row is not None:
                 on_row(row)
     except KeyboardInterrupt:
         stop.set()  # type: ignore[attr-defined]

@@ -198,6 +198,15 @@ def _row(job: Job, worker: str, **values: Any) -> dict[str, Any]:
 def run_job(job: Job, stop: StopSignal, worker: str = "local") -> dict[str, Any]:
     """Registers one pair (or reuses its finished result); returns its summary row. Never raises for a
     failing pair: the row says ``failed`` with the error text. Raises ``Interrupted`` when stopped."""
+    try:
+        return _run_job(job, stop, worker)
+    except Interrupted:
+        raise
+    except Exception as e:  # whatever breaks one pair must not stop the others
+        return _row(job, worker, error=f"on {worker}: {type(e).__name__}: {e}")
+
+
+def _run_job(job: Job, stop: StopSignal, worker: str) -> dict[str, Any]:
     if stop.is_set():
         raise Interrupted(job.pair.id)
     missing = [f"{column}: file not found: {path}" for column, path in job.pair.files().items() if not path.is_file()]

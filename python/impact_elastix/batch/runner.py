@@ -29,7 +29,7 @@ def _jobs(
         need = memory
         if need is None:
             try:
-                need = estimate_memory(maps.GetParameterMaps(), pair.fixed, pair.moving)
+                need = estimate_memory(maps.GetParameterMaps(), pair.fixed, pair.moving, Path.cwd())
             except (OSError, ValueError):
                 need = BASE  # unreadable input: the pair fails at once, with the reason
         jobs.append(Job(pair, texts, out / pair.id, Path.cwd(), threads, retries, need))
@@ -78,7 +78,7 @@ def register_many(
     maps = ParameterObject.from_any(parameter_object)
     if len(maps) == 0:
         raise ValueError("parameter_object has no parameter maps")
-    out = Path(output_directory)
+    out = Path(output_directory).resolve()  # workers may start elsewhere
     out.mkdir(parents=True, exist_ok=True)
     work = _jobs(cohort, maps, out, threads_per_job, retries, memory_per_job)
 
