@@ -61,10 +61,10 @@ def test_local_cluster_matches_one_by_one(tmp_path: Path, cohort: Path) -> None:
 
 
 def test_impact_pair_memory_estimate_covers_the_run(tmp_path: Path, cohort: Path, m730: Path) -> None:
-    pair = read_manifest(cohort)[0]
+    crop = read_manifest(cohort)[0].fixed  # to itself: Static feature maps of two small images
     metric = impact_metric(m730, mode="Static", patch_size="0*0*0")
     params = cohort_map(iterations=10, resolutions=1, samples=300) | metric
-    (row,) = register_many([pair], params, tmp_path / "out", progress=False)
+    (row,) = register_many([{"id": "impact", "fixed": crop, "moving": crop}], params, tmp_path / "out", progress=False)
     assert row["status"] == "done", row["error"]
     assert 0 < row["peak_rss_mb"] <= row["memory_estimate_mb"]
 

@@ -70,21 +70,27 @@ def run_local(
                 room.notify_all()
 
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="impact-batch")
-    pending: set[Future[Row | None]] = {pool.submit(task, job) for job in jobs}
+    futures: list[Future[Row | None]] = [pool.submit(task, job) for job in jobs]
+    pending, reported = set(futures), set()
+
+    def report(future: Future[Row | None]) -> None:
+        if (row := future.result()) is not None:
+            on_row(row)
+        reported.add(future)  # after on_row: a Ctrl-C in between reports it again below, not never
+
     try:
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in finished:
-                if (row := future.result()) is not None:
-                    on_row(row)
+                report(future)
     except KeyboardInterrupt:
         stop.set()
         with room:
             room.notify_all()
         pool.shutdown(wait=True, cancel_futures=True)  # running jobs kill their elastix and return
-        for future in pending:
-            if not future.cancelled() and (row := future.result()) is not None:
-                on_row(row)  # finished in the meantime: its marker is written, report it
+        for future in futures:
+            if future not in reported and not future.cancelled():
+                report(future)  # finished in the meantime: its marker is written, report it
         raise
     pool.shutdown()
 
@@ -256,15 +262,19 @@ def run_dask(
     ]
     by_key = {future.key: job for future, job in zip(futures, jobs, strict=True)}
     reported: set[str] = set()
+
+    def report(future: Any) -> None:
+        try:
+            row = future.result()
+        except Exception as e:  # the worker died or could not run the task: this pair fails, not the batch
+            row = {"id": by_key[future.key].pair.id, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+        if row is not None:
+            on_row(row)
+        reported.add(future.key)  # after on_row: a Ctrl-C in between reports it again below, not never
+
     try:
         for future in as_completed(futures):
-            reported.add(future.key)
-            try:
-                row = future.result()
-            except Exception as e:  # the worker died or could not run the task: this pair fails, not the batch
-                row = {"id": by_key[future.key].pair.id, "status": "failed", "error": f"{type(e).__name__}: {e}"}
-            if row is not None:
-                on_row(row)
+            report(future)
     except KeyboardInterrupt:
         stop.set()  # type: ignore[attr-defined]
         try:
@@ -272,6 +282,6 @@ def run_dask(
         except TimeoutError:
             note("some workers did not answer the stop within 120 s")
         for future in futures:
-            if future.key not in reported and future.status == "finished" and (row := future.result()) is not None:
-                on_row(row)
+            if future.key not in reported and future.status == "finished":
+                report(future)
         raise

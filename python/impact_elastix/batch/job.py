@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -124,7 +125,8 @@ def _watched_elastix(job: Job, parameter_files: list[Path], stop: StopSignal) ->
             stopped = True
             for proc in procs:
                 proc.kill()
-    if stopped:
+    # Ctrl-C in a terminal reaches elastix too (same process group): an interruption, not a failure.
+    if stopped or (procs and procs[0].returncode in (-signal.SIGINT, -signal.SIGTERM)):
         raise Interrupted(job.pair.id)
     if "error" in outcome:
         raise outcome["error"]
