@@ -60,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over the three runs; the table shows medians")
     parser.add_argument("--out", type=Path, default=Path("cohort-benchmark"))
     args = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -71,20 +72,28 @@ def main() -> None:
         (f"local pool: {cores} pairs at once, -threads 1", {"threads_per_job": 1}),
         ("LocalCluster, 2 worker processes, -threads 1", {"scheduler": "local:2", "threads_per_job": 1}),
     ]
-    results = []
-    for label, options in runs:
-        start = time.perf_counter()
-        rows = register_many(manifest, params, args.out / f"run{len(results)}", progress=False, **options)
-        wall = time.perf_counter() - start
-        if any(r["status"] != "done" for r in rows):
-            raise RuntimeError(f"{label}: failed pairs: {[r['id'] for r in rows if r['status'] != 'done']}")
-        tre = np.mean([r["tre_after_mm"] for r in rows])
-        results.append((label, wall, np.mean([r["wall_s"] for r in rows]), tre))
-        print(f"{label}: {wall:.1f} s", flush=True)
-    print(f"\n{args.pairs} pairs, {cores} cores, B-spline {args.iterations} iterations x 2 levels\n")
+    walls: dict[str, list[float]] = {label: [] for label, _ in runs}
+    per_pair: dict[str, list[float]] = {label: [] for label, _ in runs}
+    tre: dict[str, float] = {}
+    load = [os.getloadavg()[0]]
+    for round_ in range(args.repeats):  # rotating, so that a burst of other load hits every run alike
+        for i, (label, options) in enumerate(runs):
+            start = time.perf_counter()
+            rows = register_many(manifest, params, args.out / f"r{round_}-{i}", progress=False, **options)
+            walls[label].append(time.perf_counter() - start)
+            if any(r["status"] != "done" for r in rows):
+                raise RuntimeError(f"{label}: failed pairs: {[r['id'] for r in rows if r['status'] != 'done']}")
+            per_pair[label] += [r["wall_s"] for r in rows]
+            tre[label] = float(np.mean([r["tre_after_mm"] for r in rows]))
+            print(f"{label}: {walls[label][-1]:.1f} s", flush=True)
+        load.append(os.getloadavg()[0])
+    base = float(np.median(walls[runs[0][0]]))
+    print(f"\n{args.pairs} pairs, {cores} cores, B-spline {args.iterations} iterations x 2 levels, "
+          f"median of {args.repeats}; 1-min load average {min(load):.1f}-{max(load):.1f}\n")  # fmt: skip
     print("| run | wall s | speed-up | mean s per pair | mean TRE after (mm) |\n|---|---|---|---|---|")
-    for label, wall, per_pair, tre in results:
-        print(f"| {label} | {wall:.1f} | {results[0][1] / wall:.2f}x | {per_pair:.1f} | {tre:.2f} |")
+    for label, _ in runs:
+        wall = float(np.median(walls[label]))
+        print(f"| {label} | {wall:.1f} | {base / wall:.2f}x | {np.mean(per_pair[label]):.1f} | {tre[label]:.2f} |")
 
 
 if __name__ == "__main__":

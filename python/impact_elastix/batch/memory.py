@@ -32,7 +32,7 @@ PER_VOXEL = 48  # bytes per voxel of fixed + moving
 TORCH = 350 * MiB  # LibTorch, its thread pools and one model
 ACTIVATIONS = 5  # Static: bytes per feature-map voxel = 4 (float) x channels x this
 DEFAULT_CHANNELS = 32  # a model the driver cannot inspect (not visible here, a store name)
-JACOBIAN = 600 * MiB  # patch batches through the network and their gradients, per model
+JACOBIAN = 800 * MiB  # patch batches through the network and their gradients, per model
 SAFETY = 1.25
 
 _VOXEL_SIZE_KEY = re.compile(r"^(Impact)?(Fixed|Moving)?VoxelSize\d*$")

@@ -82,6 +82,7 @@ def register_many(
     out.mkdir(parents=True, exist_ok=True)
     work = _jobs(cohort, maps, out, threads_per_job, retries, memory_per_job)
 
+    local = scheduler is None and cluster is None
     rows: dict[str, dict[str, Any]] = {}
     bar = Progress(len(work), enabled=progress)
 
@@ -89,7 +90,6 @@ def register_many(
         rows[row["id"]] = row
         bar.finished(row, was_running=local)
 
-    local = scheduler is None and cluster is None
     try:
         if local:
             pool_size = jobs or max(1, (os.cpu_count() or 1) // threads_per_job)
