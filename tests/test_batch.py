@@ -177,6 +177,22 @@ def test_manifest_paths_resolve_against_its_folder(tmp_path: Path) -> None:
     assert pair == Pair("p1", tmp_path / "sub" / "img" / "f.mha", Path("/abs/m.mha"))
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"threads_per_job": 0}, "threads_per_job must be >= 1, got 0"),
+        ({"retries": -1}, "retries must be >= 0, got -1"),
+        ({"jobs": 2, "scheduler": "local:2"}, "jobs=2 sizes the local pool"),
+        ({"scheduler": "local:0"}, "local:N needs a worker count N >= 1"),
+    ],
+)
+def test_register_many_rejects_bad_options(tmp_path: Path, options: dict, message: str) -> None:
+    pairs = [{"id": "a", "fixed": tmp_path / "f.mha", "moving": tmp_path / "m.mha"}]
+    with pytest.raises(ValueError) as error:
+        register_many(pairs, {"Metric": "AdvancedMeanSquares"}, tmp_path / "out", progress=False, **options)
+    assert message in str(error.value)
+
+
 class _FakeClient:
     """What check_workers reads of a Dask client: per worker, the result of the probe or its error."""
 

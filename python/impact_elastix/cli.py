@@ -232,19 +232,27 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
         "with the same inputs and maps; writes OUT/summary.csv, summary.json and overview.html.",
     )
     b.add_argument("manifest", help="CSV with one row per pair; relative paths are against its folder")
-    b.add_argument("-p", action="append", required=True, help="parameter file (repeat for a sequence)")
+    b.add_argument(
+        "-p", action="append", required=True, metavar="PARAMS", help="parameter file (repeat for a sequence)"
+    )
     b.add_argument("-o", "--out", required=True, help="output directory")
-    b.add_argument("--threads-per-job", type=int, default=1, help="elastix -threads per pair (default 1)")
-    b.add_argument("--jobs", type=int, help="local pool: pairs at once (default: cores / threads per job)")
-    b.add_argument("--retries", type=int, default=0, help="reruns of a failing pair (default 0)")
-    b.add_argument("--memory-per-job", type=float, help="GiB each pair declares, instead of the estimate")
-    b.add_argument("--scheduler", help="Dask scheduler address, or local:N for N local worker processes")
+    b.add_argument("--threads-per-job", type=int, default=1, metavar="N", help="elastix -threads per pair (default 1)")
+    b.add_argument("--jobs", type=int, metavar="N", help="local pool: pairs at once (default: cores / threads per job)")
+    b.add_argument("--retries", type=int, default=0, metavar="N", help="reruns of a failing pair (default 0)")
+    b.add_argument(
+        "--memory-per-job", type=float, metavar="GIB", help="GiB each pair declares, instead of the estimate"
+    )
+    b.add_argument(
+        "--scheduler", metavar="ADDRESS|local:N", help="Dask scheduler address, or local:N for N local worker processes"
+    )
     b.add_argument("--cluster", choices=("slurm", "pbs", "sge"), help="submit Dask workers with dask-jobqueue")
     b.add_argument("--queue", help="--cluster: queue / partition")
-    b.add_argument("--cores", type=int, default=1, help="--cluster: cores per HPC job (default 1)")
+    b.add_argument("--cores", type=int, default=1, metavar="N", help="--cluster: cores per HPC job (default 1)")
     b.add_argument("--memory", default="4GB", help="--cluster: memory per HPC job (default 4GB)")
     b.add_argument("--walltime", default="01:00:00", help="--cluster: wall time per HPC job (default 01:00:00)")
-    b.add_argument("--cluster-jobs", type=int, default=1, help="--cluster: HPC jobs (workers) to start (default 1)")
+    b.add_argument(
+        "--cluster-jobs", type=int, default=1, metavar="N", help="--cluster: HPC jobs (workers) to start (default 1)"
+    )
     b.add_argument("--print-job-script", action="store_true", help="--cluster: print the job script, submit nothing")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     b.set_defaults(run=_batch)

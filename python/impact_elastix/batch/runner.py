@@ -72,6 +72,8 @@ def register_many(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if scheduler is not None and cluster is not None:
         raise ValueError("give scheduler or cluster, not both")
+    if jobs is not None and (scheduler is not None or cluster is not None):
+        raise ValueError(f"jobs={jobs} sizes the local pool; on Dask the workers' threads decide how many run")
     if memory_per_job is not None and memory_per_job < 1:
         raise ValueError(f"memory_per_job must be a positive number of bytes, got {memory_per_job}")
     cohort = as_pairs(pairs)
