@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from impact_elastix.batch import ManifestError, read_manifest, register_many
-from impact_elastix.batch.engines import WorkerError, check_workers
+from impact_elastix.batch.engines import WorkerError, check_workers, resource_asks
 from impact_elastix.batch.job import Job
 from impact_elastix.batch.manifest import Pair
 from impact_elastix.cli import main
@@ -215,6 +215,31 @@ def test_worker_check_names_worker_and_file(tmp_path: Path) -> None:
     assert f"tcp://b:1: cannot see {tmp_path / 'm.mha'}" in str(error.value)
     with pytest.raises(WorkerError, match="tcp://c:1: cannot run impact_elastix"):
         check_workers(_FakeClient({"tcp://a:1": seen, "tcp://c:1": ModuleNotFoundError("impact_elastix")}), [job])
+
+
+class _FakeScheduler:
+    """What the placement reads of a Dask client: the workers' declared resources."""
+
+    def __init__(self, *resources: dict[str, int]) -> None:
+        self.workers = {f"tcp://w{i}:1": {"resources": r, "nthreads": 1} for i, r in enumerate(resources)}
+
+    def scheduler_info(self) -> dict[str, object]:
+        return {"workers": self.workers}
+
+
+def test_jobs_ask_for_their_memory_where_workers_declare_it(tmp_path: Path) -> None:
+    def job(memory: int) -> Job:
+        return Job(Pair(f"p{memory}", tmp_path / "f.mha", tmp_path / "m.mha"), (), tmp_path, tmp_path, 2, 0, memory)
+
+    notes: list[str] = []
+    jobs = [job(2**30), job(3 * 2**30)]
+    asks = resource_asks(_FakeScheduler({"memory": 2 * 2**30}, {"memory": 2 * 2**30}), jobs, 2, notes.append)
+    assert asks == [{"memory": 2**30}, {"memory": 2 * 2**30}]  # the big one runs alone on a worker
+    assert notes == ["p3221225472: needs about 3.0 GiB, the largest worker holds 2.0 GiB; it runs alone on one"]
+    hpc = _FakeScheduler({"memory": 4 * 2**30, "cores": 8})
+    assert resource_asks(hpc, jobs[:1], 2, notes.append) == [{"memory": 2**30, "cores": 2}]
+    assert resource_asks(_FakeScheduler({"memory": 2**30}, {}), jobs[:1], 2, notes.append) == [None]
+    assert "workers declare no 'memory' resource" in notes[-1]
 
 
 def test_slurm_job_script_maps_the_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -205,7 +205,7 @@ def check_workers(client: Any, jobs: Sequence[Job]) -> None:
         raise WorkerError("workers not ready for the batch:\n  " + "\n  ".join(problems))
 
 
-def _resources(client: Any, jobs: Sequence[Job], threads: int, note: Callable[[str], None]) -> list[dict | None]:
+def resource_asks(client: Any, jobs: Sequence[Job], threads: int, note: Callable[[str], None]) -> list[dict | None]:
     """Per job the Dask resources to ask for: its memory (and cores) where every worker declares them."""
     workers = client.scheduler_info()["workers"].values()
     declared = [w.get("resources", {}) for w in workers]
@@ -258,7 +258,7 @@ def run_dask(
         client.submit(
             _dask_task, job, stop.name, key=f"impact-elastix-{job.pair.id}-{token}", resources=ask, pure=False
         )  # fmt: skip
-        for job, ask in zip(jobs, _resources(client, jobs, threads, note), strict=True)
+        for job, ask in zip(jobs, resource_asks(client, jobs, threads, note), strict=True)
     ]
     by_key = {future.key: job for future, job in zip(futures, jobs, strict=True)}
     reported: set[str] = set()
