@@ -7,12 +7,14 @@ impact-elastix models mind R1D2 --dimension 2 -o MIND.pt
 impact-elastix models fetch TS/M730_2_Layers   (into ~/.IMPACT/models)
 impact-elastix preprocess IN.nii.gz OUT.mha --modality ct|mr|imagenet [--orientation RAS]
 impact-elastix preset ct-cbct --model M.pt [-o Params.txt]
+impact-elastix batch pairs.csv -p Params.txt -o OUT [--scheduler local:N | --cluster slurm ...]
 impact-elastix bin-dir        (the folder to give SlicerElastix as its custom elastix location)
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -177,6 +179,85 @@ def _preset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import ClusterOptions, WorkerError, register_many
+    from .batch.engines import jobqueue_cluster
+
+    cluster = None
+    if args.cluster:
+        cluster = ClusterOptions(args.cluster, args.queue, args.cores, args.memory, args.walltime, args.cluster_jobs)
+    elif args.print_job_script:
+        raise ValueError("--print-job-script needs --cluster slurm|pbs|sge")
+    # `kill` (and a cluster's job cancellation) stops the batch like Ctrl-C: running elastix killed, summary written.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if args.print_job_script:
+            with jobqueue_cluster(cluster) as hpc:
+                print(hpc.job_script())
+            return 0
+        rows = register_many(
+            args.manifest,
+            args.p,
+            args.out,
+            threads_per_job=args.threads_per_job,
+            jobs=args.jobs,
+            scheduler=args.scheduler,
+            cluster=cluster,
+            retries=args.retries,
+            memory_per_job=None if args.memory_per_job is None else int(args.memory_per_job * 2**30),
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        return 130
+    except WorkerError as e:
+        raise ValueError(str(e)) from None
+    except ModuleNotFoundError as e:
+        raise ValueError(f"{e.name} is missing: pip install 'impact-elastix[batch]' for Dask and dask-jobqueue") from e
+    failed = [r["id"] for r in rows if r["status"] != "done"]
+    print(f"{len(rows) - len(failed)} done, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; "
+          f"{args.out}/summary.csv, {args.out}/overview.html", file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser(
+        "batch",
+        help="register a cohort of pairs (resumable; local pool, Dask, SLURM/PBS/SGE)",
+        description="Registers every row of a manifest CSV (id, fixed, moving; optional fixed_mask, moving_mask, "
+        "initial_transform, fixed_landmarks, moving_landmarks) into OUT/<id>/, skipping pairs already done "
+        "with the same inputs and maps; writes OUT/summary.csv, summary.json and overview.html.",
+    )
+    b.add_argument("manifest", help="CSV with one row per pair; relative paths are against its folder")
+    b.add_argument(
+        "-p", action="append", required=True, metavar="PARAMS", help="parameter file (repeat for a sequence)"
+    )
+    b.add_argument("-o", "--out", required=True, help="output directory")
+    b.add_argument("--threads-per-job", type=int, default=1, metavar="N", help="elastix -threads per pair (default 1)")
+    b.add_argument("--jobs", type=int, metavar="N", help="local pool: pairs at once (default: cores / threads per job)")
+    b.add_argument("--retries", type=int, default=0, metavar="N", help="reruns of a failing pair (default 0)")
+    b.add_argument(
+        "--memory-per-job", type=float, metavar="GIB", help="GiB each pair declares, instead of the estimate"
+    )
+    b.add_argument(
+        "--scheduler", metavar="ADDRESS|local:N", help="Dask scheduler address, or local:N for N local worker processes"
+    )
+    b.add_argument("--cluster", choices=("slurm", "pbs", "sge"), help="submit Dask workers with dask-jobqueue")
+    b.add_argument("--queue", help="--cluster: queue / partition")
+    b.add_argument("--cores", type=int, default=1, metavar="N", help="--cluster: cores per HPC job (default 1)")
+    b.add_argument("--memory", default="4GB", help="--cluster: memory per HPC job (default 4GB)")
+    b.add_argument("--walltime", default="01:00:00", help="--cluster: wall time per HPC job (default 01:00:00)")
+    b.add_argument(
+        "--cluster-jobs", type=int, default=1, metavar="N", help="--cluster: HPC jobs (workers) to start (default 1)"
+    )
+    b.add_argument("--print-job-script", action="store_true", help="--cluster: print the job script, submit nothing")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    b.set_defaults(run=_batch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .presets import PRESETS
 
@@ -255,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--mind", help="MIND TorchScript model (mr-ct)")
     pre.add_argument("-o", help="output file (default: standard output)")
     pre.set_defaults(run=_preset)
+
+    _add_batch(sub)
 
     bd = sub.add_parser("bin-dir", help="print the folder holding elastix and transformix (for SlicerElastix)")
     bd.set_defaults(run=lambda _args: print(bin_dir()) or 0)

@@ -30,15 +30,19 @@ def run(
     on_line: Callable[[str], None] | None = None,
     verbose: bool = False,
     cwd: Path | None = None,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> str:
     """Runs elastix/transformix (in ``cwd``), streaming its console output line by line; returns that output.
 
+    ``on_start`` receives the started process (for a caller that samples its memory or stops it).
     Raises ElastixError with elastix's own error text when it fails.
     """
     with subprocess.Popen(
         cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace", cwd=cwd
     ) as proc:
         assert proc.stdout is not None
+        if on_start is not None:
+            on_start(proc)
         lines = []
         for line in proc.stdout:
             lines.append(line)
@@ -66,6 +70,7 @@ def run_elastix(
     verbose: bool = False,
     on_line: Callable[[str], None] | None = None,
     cwd: Path | None = None,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> Path:
     """Runs ``elastix -f -m -p ... -out`` (in ``cwd``: relative model paths resolve there); returns the
     last ``TransformParameters.N.txt``."""
@@ -79,7 +84,7 @@ def run_elastix(
     if threads is not None:
         cmd += ["-threads", str(threads)]
     out.mkdir(parents=True, exist_ok=True)
-    run(cmd, verbose=verbose, on_line=on_line, cwd=cwd)
+    run(cmd, verbose=verbose, on_line=on_line, cwd=cwd, on_start=on_start)
     return out / f"TransformParameters.{len(parameter_files) - 1}.txt"
 
 
