@@ -188,7 +188,12 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParameterV
     samples.fixedPoints.swap(kept);
   }
   this->m_NumberOfPixelsCounted = samples.fixedPoints.size();
-  this->CheckNumberOfSamples();
+  // elastix's CheckNumberOfSamples(), measured against the samples used rather than all the sampler's.
+  if (static_cast<double>(samples.fixedPoints.size()) < this->GetRequiredRatioOfValidSamples() * static_cast<double>(used))
+  {
+    itkExceptionMacro("Too many samples map outside moving image buffer: " << samples.fixedPoints.size() << " / "
+                                                                           << used << '\n');
+  }
   return samples;
 }
 
