@@ -26,6 +26,7 @@ from types import FrameType
 from . import elastix_executable, transformix_executable
 
 _STAGING_PREFIX = ".impact-elastix-partial-"
+_RESUMED = "Resuming elastix."  # what elastix logs after an exception it does not stop for
 _LOGS = ("elastix.log", "transformix.log")
 
 
@@ -206,6 +207,10 @@ def run(
     log = "".join(lines)
     if proc.returncode != 0:
         raise ElastixError(f"{Path(cmd[0]).name} failed ({_exit_text(proc.returncode)}):\n{_error_text(log)}")
+    if _RESUMED in log:
+        # elastix logs an exception in writing an output (result image, pyramid) and exits 0, leaving
+        # a missing or half-written file (measured: a full disk): a failure, not a result.
+        raise ElastixError(f"{Path(cmd[0]).name} could not write an output (exit 0):\n{_error_text(log)}")
     return log
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .mha import check_mha, read_geometry, read_mha, writable, write_mha
+from .nifti import check_nifti
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ def load_image(value: ImageLike, name: str, *, mask: bool = False) -> Image:
             except (ValueError, FileNotFoundError) as e:
                 raise type(e)(f"{name}: {e}") from None
             return Image("path", None, g.spacing, g.origin, g.direction, path)
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            try:
+                check_nifti(path)  # ITK reads a truncated .nii.gz without a word
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
         # Other formats (NIfTI, NRRD, ...) are read by elastix itself; their geometry is not needed here.
         return Image("path", None, np.ones(0), np.zeros(0), np.eye(0), path)
     if isinstance(value, ArrayImage):
