@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-pairs", type=int, default=16, help="held-out pairs for the table (default 16)")
     parser.add_argument("--losses", nargs="+", choices=("impact", "mse", "ncc"), default=["impact", "mse", "ncc"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and training pairs (default 0)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.losses:
             similarity, weight = similarities[name]
             print(f"training with {name}", file=sys.stderr)
-            net, seconds = train(name, similarity, weight, brain, args.iterations, args.batch, args.lr, seed=0)
+            net, seconds = train(name, similarity, weight, brain, args.iterations, args.batch, args.lr, args.seed)
             rows.append((f"{name} ({args.iterations} it)", *evaluate(net, test, classes, spacing), seconds))
     print(f"\n2D brain MRI, moving image with a non-monotonic intensity mapping; {args.test_pairs} held-out pairs\n")
     print("| network trained with | TRE (mm) | Dice | training (s) |")

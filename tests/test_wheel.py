@@ -18,7 +18,7 @@ moving = itk.imread("{brain}", itk.F); moving.SetOrigin([2.0, -1.5])
 parameter_object = itk.ParameterObject.New()
 parameter_object.AddParameterMap(impact_elastix.impact_parameter_map(
     impact_elastix.FeatureModel("{mind}", dimension=2, voxel_size=1.0), dimension=2,
-    transform="TranslationTransform", number_of_resolutions=1, iterations=60, samples=500))
+    transform="TranslationTransform", number_of_resolutions=1, iterations=150, samples=500))
 result, transform = impact_elastix.elastix_registration_method(fixed, moving, parameter_object=parameter_object)
 print("TRANSLATION", *transform.GetParameter(0, "TransformParameters"), type(result).__name__)
 print("PLUGIN", impact_elastix.plugin_path())
@@ -52,6 +52,8 @@ def test_wheel_in_a_fresh_virtual_environment(tmp_path: Path, data: Path, mind2d
     assert run.returncode == 0, run.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if " " in line)
     tx, ty, kind = lines["TRANSLATION"].split()
+    # 150 iterations: converged (error 0.012 mm here). At 60 the error was 0.19-0.20 mm, still on its
+    # way down, so a check at 0.3 mm depended on the path that the CPU's kernels take.
     assert abs(float(tx) - 2.0) < 0.3 and abs(float(ty) + 1.5) < 0.3 and kind == "itkImageF2"
     assert lines["PLUGIN"].startswith(str(venv))  # the fresh environment's own copy, not this checkout's
     cli = subprocess.run([str(venv / "bin" / "impact-elastix"), "bin-dir"], capture_output=True, text=True)

@@ -118,17 +118,17 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _transformix(args: argparse.Namespace) -> int:
-    from .executables import run
+    from .executables import run, staged_output
 
-    cmd = [str(bin_dir() / "transformix"), "-tp", args.tp, "-out", args.out]
+    cmd = [str(bin_dir() / "transformix"), "-tp", args.tp]
     for flag in ("in", "def", "jac", "jacmat"):
         value = getattr(args, flag)
         if value is not None:
             cmd += [f"-{flag}", value]
     if args.threads:
         cmd += ["-threads", str(args.threads)]
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    run(cmd, verbose=args.verbose)
+    with staged_output(Path(args.out)) as staging:
+        run([*cmd, "-out", str(staging)], verbose=args.verbose)
     print(f"done: {args.out}", file=sys.stderr)
     return 0
 
@@ -345,14 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .executables import ElastixError
+    from .executables import ElastixError, Terminated, terminate_as_exception
 
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
-    except (ElastixError, ValueError, TypeError, FileNotFoundError) as e:
+        with terminate_as_exception():
+            return int(args.run(args))
+    except (ElastixError, ValueError, TypeError, OSError) as e:
         print(f"impact-elastix {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Terminated) as e:
+        # elastix is already stopped (executables.run); results are published only on success.
+        cause, status = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else ("SIGTERM", 128 + signal.SIGTERM)
+        where = f"; no new result in {args.out}" if getattr(args, "out", None) else ""
+        print(f"\nimpact-elastix {args.command}: stopped by {cause}{where}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .executables import ElastixError, run_elastix, run_transformix
+from .executables import ElastixError, Terminated, run_elastix, run_transformix, terminate_as_exception
 from .parameter_object import read_parameter_file
 from .points import read_points, read_transformix_points, tre, write_points
 
@@ -183,10 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="show elastix's console output")
     args = parser.parse_args(argv)
     try:
-        run_data(Path(args.data), Path(args.out), args.threads, args.verbose)
-    except (InputError, ElastixError, FileNotFoundError, ValueError) as error:
+        # As PID 1 of a container, SIGTERM (docker stop) would otherwise be ignored until the SIGKILL.
+        with terminate_as_exception():
+            run_data(Path(args.data), Path(args.out), args.threads, args.verbose)
+    except (InputError, ElastixError, ValueError, OSError) as error:
         print(f"impact-elastix-run: error: {error}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"impact-elastix-run: stopped by SIGTERM; no new result in {args.out}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
 
 

@@ -1,17 +1,44 @@
-"""Running the packaged elastix and transformix executables."""
+"""Running the packaged elastix and transformix executables.
+
+Interruptions: elastix runs in its own session, so a terminal's Ctrl-C reaches only Python, which
+then kills it (``run``'s ``finally``); the kernel kills it too when Python dies without cleaning up
+(``PR_SET_PDEATHSIG``). SIGTERM, while elastix runs, becomes the exception ``Terminated`` so that
+the same cleanup runs. Results are written into a hidden staging folder inside the output folder
+(``staged_output``) and move into place only when the run has succeeded: an interrupted or failed
+run leaves no result in the output folder, only its log.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from . import elastix_executable, transformix_executable
+
+_STAGING_PREFIX = ".impact-elastix-partial-"
+_RESUMED = "Resuming elastix."  # what elastix logs after an exception it does not stop for
+_LOGS = ("elastix.log", "transformix.log")
 
 
 class ElastixError(RuntimeError):
     """elastix or transformix failed; the message carries elastix's own error text."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while elastix ran; exits with 128 + SIGTERM, as the default action would."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
 
 
 def _error_text(log: str) -> str:
@@ -22,6 +49,117 @@ def _error_text(log: str) -> str:
         if hits:
             return "\n".join(lines[hits[0] : hits[0] + 20])
     return "\n".join(lines[-25:])
+
+
+def _exit_text(returncode: int) -> str:
+    """``exit 1``, or the signal that ended the process by name (a crash or a kill, not an error message)."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    hint = {"SIGXFSZ": " (file size limit exceeded)", "SIGKILL": " (killed, e.g. out of memory)"}.get(name, "")
+    return f"killed by {name}{hint}"
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """preexec_fn: the child gets SIGKILL when this process ends, even by SIGKILL (Linux only)."""
+    if _libc is None:
+        return None
+    prctl = _libc.prctl
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: no signal would come
+            os._exit(1)
+
+    return child
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``Terminated`` (so ``finally`` blocks run) instead of
+    ending the process on the spot. Only where Python lets us (the main thread) and only when the
+    application has not installed its own SIGTERM handler."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def raise_terminated(_signum: int, _frame: FrameType | None) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM arriving during the block take effect after it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    # A handler installed outside Python reads as None and could not be put back: left alone.
+    saved = {s: h for s in (signal.SIGINT, signal.SIGTERM) if (h := signal.getsignal(s)) is not None}
+    for s in saved:
+        signal.signal(s, lambda signum, _frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        for s in pending:
+            signal.raise_signal(s)
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Moves staged files into ``out``; TransformParameters files last, so that the last one's
+    presence means the whole result is there."""
+    entries = sorted(staging.iterdir(), key=lambda p: (p.name.startswith("TransformParameters."), p.name))
+    for entry in entries:
+        target = out / entry.name
+        if entry.is_dir() and target.is_dir():
+            _publish(entry, target)
+        else:
+            os.replace(entry, target)
+
+
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A fresh folder inside ``out`` (same file system: moves are renames) for elastix's ``-out``.
+
+    When the block succeeds its files move into ``out``, with the staging folder's path in them
+    (elastix writes ``InitialTransformParameterFileName`` of chained maps) replaced by ``out``'s.
+    When it fails or is interrupted, only the log moves (it says what happened); the rest is deleted.
+    """
+    out = Path(out).absolute()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    except OSError as e:
+        raise OSError(e.errno, f"output folder {out} cannot be written: {e.strerror}") from e
+    try:
+        yield staging
+        with _signals_deferred():
+            for path in staging.glob("TransformParameters*.txt"):
+                path.write_text(path.read_text().replace(str(staging), str(out)))
+            _publish(staging, out)
+    except BaseException:
+        for name in _LOGS:
+            if (staging / name).is_file():
+                with contextlib.suppress(OSError):
+                    os.replace(staging / name, out / name)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def run(
@@ -35,25 +173,48 @@ def run(
     """Runs elastix/transformix (in ``cwd``), streaming its console output line by line; returns that output.
 
     ``on_start`` receives the started process (for a caller that samples its memory or stops it).
-    Raises ElastixError with elastix's own error text when it fails.
+    Raises ElastixError with elastix's own error text when it fails. However this function is left
+    (an exception in ``on_line``, Ctrl-C, SIGTERM), the process is gone when it returns.
     """
-    with subprocess.Popen(
-        cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace", cwd=cwd
-    ) as proc:
-        assert proc.stdout is not None
+    with terminate_as_exception():
+        proc = subprocess.Popen(
+            cmd,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=1,
+            errors="replace",
+            cwd=cwd,
+            start_new_session=True,  # its own process group: the terminal's Ctrl-C goes to Python only
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
         if on_start is not None:
             on_start(proc)
         lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if verbose:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            if on_line is not None:
-                on_line(line.rstrip("\n"))
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if verbose:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                if on_line is not None:
+                    on_line(line.rstrip("\n"))
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
     log = "".join(lines)
     if proc.returncode != 0:
-        raise ElastixError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}):\n{_error_text(log)}")
+        raise ElastixError(f"{Path(cmd[0]).name} failed ({_exit_text(proc.returncode)}):\n{_error_text(log)}")
+    if _RESUMED in log:
+        # elastix logs an exception in writing an output (result image, pyramid) and exits 0, leaving
+        # a missing or half-written file (measured: a full disk): a failure, not a result.
+        raise ElastixError(f"{Path(cmd[0]).name} could not write an output (exit 0):\n{_error_text(log)}")
     return log
 
 
@@ -75,7 +236,7 @@ def run_elastix(
     """Runs ``elastix -f -m -p ... -out`` (in ``cwd``: relative model paths resolve there); returns the
     last ``TransformParameters.N.txt``."""
     out = Path(out)
-    cmd = [str(elastix_executable()), "-f", str(fixed), "-m", str(moving), "-out", str(out)]
+    cmd = [str(elastix_executable()), "-f", str(fixed), "-m", str(moving)]
     for p in parameter_files:
         cmd += ["-p", str(p)]
     for flag, value in (("-t0", initial_transform), ("-fMask", fixed_mask), ("-mMask", moving_mask)):
@@ -83,8 +244,8 @@ def run_elastix(
             cmd += [flag, str(value)]
     if threads is not None:
         cmd += ["-threads", str(threads)]
-    out.mkdir(parents=True, exist_ok=True)
-    run(cmd, verbose=verbose, on_line=on_line, cwd=cwd, on_start=on_start)
+    with staged_output(out) as staging:
+        run([*cmd, "-out", str(staging)], verbose=verbose, on_line=on_line, cwd=cwd, on_start=on_start)
     return out / f"TransformParameters.{len(parameter_files) - 1}.txt"
 
 
@@ -99,13 +260,13 @@ def run_transformix(
 ) -> Path:
     """Runs ``transformix -tp ... -out`` with ``-in``, ``-def`` and/or ``-def all``; returns ``out``."""
     out = Path(out)
-    cmd = [str(transformix_executable()), "-tp", str(transform_parameters), "-out", str(out)]
+    cmd = [str(transformix_executable()), "-tp", str(transform_parameters)]
     if image is not None:
         cmd += ["-in", str(image)]
     if points is not None:
         cmd += ["-def", str(points)]
     elif deformation_field:
         cmd += ["-def", "all"]
-    out.mkdir(parents=True, exist_ok=True)
-    run(cmd, verbose=verbose)
+    with staged_output(out) as staging:
+        run([*cmd, "-out", str(staging)], verbose=verbose)
     return out

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .mha import read_geometry, read_mha, write_mha
+from .mha import check_mha, read_geometry, read_mha, writable, write_mha
+from .nifti import check_nifti
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,9 @@ def image_from_array(
     """A NumPy image ``(z, y, x)`` with spacing/origin (x first) and a (D, D) direction matrix."""
     array = np.asarray(array)
     dim = array.ndim
-    spacing_t = tuple(float(v) for v in (spacing if spacing is not None else [1.0] * dim))
-    origin_t = tuple(float(v) for v in (origin if origin is not None else [0.0] * dim))
-    direction_a = np.eye(dim) if direction is None else np.asarray(direction, dtype=float)
+    spacing_t = tuple(_numbers("spacing", spacing if spacing is not None else [1.0] * dim))
+    origin_t = tuple(_numbers("origin", origin if origin is not None else [0.0] * dim))
+    direction_a = np.eye(dim) if direction is None else _numbers("direction", direction)
     if len(spacing_t) != dim or len(origin_t) != dim or direction_a.shape != (dim, dim):
         raise ValueError(
             f"a {dim}D array needs {dim} spacing and origin values and a {dim}x{dim} direction; got "
@@ -49,6 +50,16 @@ def image_from_array(
     if any(s <= 0 for s in spacing_t):
         raise ValueError(f"spacing must be positive, got {spacing_t}")
     return ArrayImage(array, spacing_t, origin_t, direction_a)
+
+
+def _numbers(name: str, values: Any) -> np.ndarray:
+    """``values`` as floats; strings and other non-numbers are refused, not parsed."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be numbers, got {values!r}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite, got {values!r}")
+    return array.astype(float)
 
 
 @dataclass
@@ -75,15 +86,26 @@ class Image:
         return tuple(int(v) for v in read_geometry(self.path).size)
 
 
-def load_image(value: ImageLike, name: str) -> Image:
-    """Any supported image as an ``Image``; errors name the argument (``fixed_image`` ...)."""
+def load_image(value: ImageLike, name: str, *, mask: bool = False) -> Image:
+    """Any supported image as an ``Image``; errors name the argument (``fixed_image`` ...).
+
+    ``mask``: a mask may be boolean; an image may not (elastix would register 0/1 values).
+    """
     if isinstance(value, str | Path):
         path = Path(value)
         if not path.is_file():
             raise FileNotFoundError(f"{name}: file not found: {path}")
         if path.suffix.lower() in (".mha", ".mhd"):
-            g = read_geometry(path)
+            try:
+                g = check_mha(path)
+            except (ValueError, FileNotFoundError) as e:
+                raise type(e)(f"{name}: {e}") from None
             return Image("path", None, g.spacing, g.origin, g.direction, path)
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            try:
+                check_nifti(path)  # ITK reads a truncated .nii.gz without a word
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
         # Other formats (NIfTI, NRRD, ...) are read by elastix itself; their geometry is not needed here.
         return Image("path", None, np.ones(0), np.zeros(0), np.eye(0), path)
     if isinstance(value, ArrayImage):
@@ -132,23 +154,31 @@ def load_image(value: ImageLike, name: str) -> Image:
             f"{name}: expected an itk.Image, a SimpleITK.Image, a file path or a NumPy array, "
             f"got {type(value).__name__}"
         )
-    _check_voxels(image, name)
+    _check_voxels(image, name, mask)
     return image
 
 
-def _check_voxels(image: Image, name: str) -> None:
+def _check_voxels(image: Image, name: str, mask: bool) -> None:
     array = image.array
     assert array is not None
     if array.ndim not in (2, 3, 4):
         raise ValueError(f"{name} is {array.ndim}D (array shape {array.shape}); elastix registers 2D, 3D or 4D images")
-    if not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_
-    ):
-        raise TypeError(f"{name} has pixel type {array.dtype}; use an integer or real (float) pixel type")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if array.dtype == np.bool_ and not mask:
+        raise TypeError(f"{name} has pixel type bool; give a binary image as uint8 or float (masks may be bool)")
+    if array.dtype.kind not in "biuf" or not writable(array.dtype):
+        raise TypeError(
+            f"{name} has pixel type {array.dtype}; allowed: (u)int8/16/32/64, float32, float64"
+            + (", bool" if mask else "")
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise ValueError(f"{name} contains NaN or infinite values ({bad} of {array.size} voxels)")
     if min(array.shape) < 4:
-        raise ValueError(f"{name} has size {tuple(reversed(array.shape))} (x first); every axis needs >= 4 voxels")
+        hint = "; a last axis of 2 or 3 looks like vector components, and elastix registers scalar images"
+        raise ValueError(
+            f"{name} has size {tuple(reversed(array.shape))} (x first); every axis needs >= 4 voxels"
+            + (hint if array.shape[-1] in (2, 3) else "")
+        )
 
 
 def check_pair(fixed: Image, moving: Image) -> None:
@@ -160,14 +190,33 @@ def check_pair(fixed: Image, moving: Image) -> None:
 
 
 def check_mask(mask: Image, image: Image, name: str, image_name: str) -> None:
-    """A mask must match its image's grid and contain at least one voxel."""
+    """A mask must lie on its image's grid (size and geometry) and contain at least one voxel."""
     if mask.array is not None:
         if not mask.array.any():
             raise ValueError(f"{name} is empty: no voxel is inside the mask")
-    if image.dimension and mask.dimension and mask.dimension != image.dimension:
+    if not (image.dimension and mask.dimension):
+        return  # a file that only elastix reads: its grid is unknown here
+    if mask.dimension != image.dimension:
         raise ValueError(f"{name} is {mask.dimension}D but {image_name} is {image.dimension}D")
-    if mask.size != image.size and image.dimension and mask.dimension:
+    if mask.size != image.size:
         raise ValueError(f"{name} has size {mask.size} but {image_name} has size {image.size} (x first)")
+    if not same_geometry(mask.spacing, mask.origin, mask.direction, image):
+        raise ValueError(
+            f"{name} lies on another grid than {image_name}: spacing {tuple(mask.spacing)} vs "
+            f"{tuple(image.spacing)}, origin {tuple(mask.origin)} vs {tuple(image.origin)}, direction "
+            f"{mask.direction.ravel().tolist()} vs {image.direction.ravel().tolist()}; give the mask in the image's "
+            "type or as image_from_array(mask, spacing, origin, direction) with the image's geometry"
+        )
+
+
+def same_geometry(spacing: np.ndarray, origin: np.ndarray, direction: np.ndarray, grid: Image) -> bool:
+    """Whether the geometry equals ``grid``'s to 1e-6 relative (what a round trip through text keeps)."""
+    scale = max(1.0, float(np.abs(grid.origin).max(initial=0)))
+    return (
+        np.allclose(spacing, grid.spacing, rtol=1e-6, atol=0)
+        and np.allclose(origin, grid.origin, atol=1e-6 * scale)
+        and np.allclose(direction, grid.direction, atol=1e-6)
+    )
 
 
 def write_input(image: Image, path: Path, *, mask: bool = False) -> Path:
@@ -190,14 +239,13 @@ def result_like(path: Path, like: Image, *, grid: Image | None = None) -> Any:
     array, g = read_mha(path)
     vector = array.ndim > len(g.size)  # deformation fields and full Jacobians: components last
     spacing, origin, direction = g.spacing, g.origin, g.direction
-    if grid is not None and grid.array is not None and tuple(int(v) for v in g.size) == grid.size:
-        scale = max(1.0, float(np.abs(grid.origin).max(initial=0)))
-        if (
-            np.allclose(spacing, grid.spacing, rtol=1e-6, atol=0)
-            and np.allclose(origin, grid.origin, atol=1e-6 * scale)
-            and np.allclose(direction, grid.direction, atol=1e-6)
-        ):
-            spacing, origin, direction = grid.spacing, grid.origin, grid.direction
+    if (
+        grid is not None
+        and grid.array is not None
+        and tuple(int(v) for v in g.size) == grid.size
+        and same_geometry(spacing, origin, direction, grid)
+    ):
+        spacing, origin, direction = grid.spacing, grid.origin, grid.direction
     if like.array is not None and not vector and array.dtype != like.array.dtype and like.array.dtype != np.bool_:
         array = _cast(array, like.array.dtype)
     if like.kind == "numpy":

@@ -31,6 +31,12 @@ _TYPE_NAMES = {np.dtype(np.int64): "MET_LONG_LONG", np.dtype(np.uint64): "MET_UL
 }
 
 
+def writable(dtype: np.dtype) -> bool:
+    """Whether ``write_mha`` stores this pixel type (bool as MET_UCHAR)."""
+    dtype = np.dtype(dtype)
+    return dtype == np.bool_ or dtype.newbyteorder("=") in _TYPE_NAMES
+
+
 @dataclass(frozen=True)
 class Geometry:
     size: np.ndarray  # (D,) voxels, x first
@@ -43,6 +49,9 @@ class Geometry:
         return self.origin + (np.asarray(index, dtype=float) * self.spacing) @ self.direction.T
 
 
+_MAX_HEADER = 1 << 16  # bytes; a longer "header" is some other file
+
+
 def _header(path: Path) -> tuple[dict[str, str], int]:
     """Header fields and the byte offset where the data starts (after ``ElementDataFile``)."""
     fields: dict[str, str] = {}
@@ -51,7 +60,7 @@ def _header(path: Path) -> tuple[dict[str, str], int]:
         for raw in f:
             offset += len(raw)
             line = raw.decode("latin-1").strip()
-            if "=" not in line:
+            if "=" not in line or offset > _MAX_HEADER:
                 raise ValueError(f"{path}: not a MetaImage header line: {line[:60]!r}")
             key, value = (s.strip() for s in line.split("=", 1))
             fields[key] = value
@@ -60,38 +69,99 @@ def _header(path: Path) -> tuple[dict[str, str], int]:
     raise ValueError(f"{path}: MetaImage header without ElementDataFile")
 
 
-def _geometry(fields: dict[str, str]) -> Geometry:
-    dim = int(fields["NDims"])
-    size = np.array([int(v) for v in fields["DimSize"].split()])
-    origin = np.array([float(v) for v in fields.get("Offset", fields.get("Origin", "0 " * dim)).split()])
-    spacing = np.array([float(v) for v in fields.get("ElementSpacing", fields.get("ElementSize", "1 " * dim)).split()])
-    matrix = fields.get("TransformMatrix", fields.get("Rotation", fields.get("Orientation")))
-    # ITK writes the direction matrix transposed (column a, the direction of axis a, as row a).
-    direction = np.eye(dim) if matrix is None else np.array([float(v) for v in matrix.split()]).reshape(dim, dim).T
+def _geometry(fields: dict[str, str], path: Path) -> Geometry:
+    try:
+        dim = int(fields["NDims"])
+        size = np.array([int(v) for v in fields["DimSize"].split()])
+        origin = np.array([float(v) for v in fields.get("Offset", fields.get("Origin", "0 " * dim)).split()])
+        spacing = np.array(
+            [float(v) for v in fields.get("ElementSpacing", fields.get("ElementSize", "1 " * dim)).split()]
+        )
+        matrix = fields.get("TransformMatrix", fields.get("Rotation", fields.get("Orientation")))
+        # ITK writes the direction matrix transposed (column a, the direction of axis a, as row a).
+        direction = np.eye(dim) if matrix is None else np.array([float(v) for v in matrix.split()]).reshape(dim, dim).T
+    except KeyError as e:
+        raise ValueError(f"{path}: MetaImage header without {e.args[0]}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: malformed MetaImage header ({e})") from None
+    if dim < 1 or len(size) != dim or len(origin) != dim or len(spacing) != dim or (size < 1).any():
+        raise ValueError(
+            f"{path}: malformed MetaImage header: NDims {dim} with DimSize {fields['DimSize']!r}, "
+            f"{len(origin)} origin and {len(spacing)} spacing values"
+        )
     return Geometry(size, origin, spacing, direction)
 
 
-def read_geometry(path: str | Path) -> Geometry:
-    return _geometry(_header(Path(path))[0])
-
-
-def read_mha(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """The voxels ``(z, y, x[, c])`` in the file's own type, and the geometry."""
-    path = Path(path)
-    fields, offset = _header(path)
-    geometry = _geometry(fields)
+def _element_type(fields: dict[str, str], path: Path) -> np.dtype:
     try:
         dtype = _ELEMENT_TYPES[fields["ElementType"]]
     except KeyError:
         raise ValueError(f"{path}: ElementType {fields.get('ElementType')!r} is not supported") from None
     if fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")).lower() == "true":
         dtype = dtype.newbyteorder(">")
+    return dtype
+
+
+def _shape(fields: dict[str, str], geometry: Geometry) -> tuple[int, ...]:
+    components = int(fields.get("ElementNumberOfChannels", "1"))
+    return tuple(int(v) for v in reversed(geometry.size)) + ((components,) if components > 1 else ())
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    path = Path(path)
+    return _geometry(_header(path)[0], path)
+
+
+def check_mha(path: str | Path) -> Geometry:
+    """The geometry of a MetaImage file whose header is valid and whose voxel data are all there.
+
+    Reads the header and the data's size only (compressed data are decompressed in chunks, not
+    kept), so that a truncated or damaged file is named here instead of failing inside elastix.
+    """
+    path = Path(path)
+    fields, offset = _header(path)
+    geometry = _geometry(fields, path)
+    dtype = _element_type(fields, path)
+    expected = int(np.prod(_shape(fields, geometry))) * dtype.itemsize
+    source = fields["ElementDataFile"]
+    if source.startswith("LIST") or "%" in source:
+        return geometry  # data spread over several files: left to ITK
+    data = path if source == "LOCAL" else path.parent / source
+    if not data.is_file():
+        raise FileNotFoundError(f"{path}: its data file {data} does not exist")
+    start = offset if source == "LOCAL" else 0
+    if fields.get("CompressedData", "False").lower() != "true":
+        available = data.stat().st_size - start
+    else:
+        available, stream = 0, zlib.decompressobj()
+        with open(data, "rb") as f:
+            f.seek(start)
+            try:
+                while chunk := f.read(1 << 22):
+                    available += len(stream.decompress(chunk))
+            except zlib.error as e:
+                raise ValueError(f"{path}: its compressed voxel data are damaged ({e})") from None
+        if not stream.eof:
+            raise ValueError(f"{path}: its compressed voxel data end early (truncated file)")
+    if available < expected:
+        raise ValueError(
+            f"{path}: {available} bytes of voxel data, the header promises {expected} "
+            f"(DimSize {fields['DimSize']}, {fields['ElementType']}): the file is truncated"
+        )
+    return geometry
+
+
+def read_mha(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """The voxels ``(z, y, x[, c])`` in the file's own type, and the geometry."""
+    path = Path(path)
+    fields, offset = _header(path)
+    geometry = _geometry(fields, path)
+    dtype = _element_type(fields, path)
     source = fields["ElementDataFile"]
     payload = path.read_bytes()[offset:] if source == "LOCAL" else (path.parent / source).read_bytes()
     if fields.get("CompressedData", "False").lower() == "true":
         payload = zlib.decompress(payload)
-    components = int(fields.get("ElementNumberOfChannels", "1"))
-    shape = tuple(int(v) for v in reversed(geometry.size)) + ((components,) if components > 1 else ())
+    shape = _shape(fields, geometry)
     count = int(np.prod(shape))
     if len(payload) < count * dtype.itemsize:
         raise ValueError(f"{path}: {len(payload)} data bytes, expected {count * dtype.itemsize}")
@@ -112,11 +182,9 @@ def write_mha(
     """Writes ``array`` ``(z, y, x[, c])`` as one .mha file; ``components`` > 1 makes the last axis the vector."""
     path = Path(path)
     array = np.ascontiguousarray(array)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    if array.dtype.newbyteorder("=") not in _TYPE_NAMES:
+    if not writable(array.dtype):
         raise TypeError(f"pixel type {array.dtype} cannot be written as MetaImage; use an integer or float type")
-    array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    array = array.astype(np.uint8 if array.dtype == np.bool_ else array.dtype.newbyteorder("="), copy=False)
     dim = array.ndim - (1 if components > 1 else 0)
     spacing = np.ones(dim) if spacing is None else np.asarray(spacing, dtype=float)
     origin = np.zeros(dim) if origin is None else np.asarray(origin, dtype=float)

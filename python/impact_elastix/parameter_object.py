@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 Scalar = str | int | float | bool
 ParameterMap = dict[str, tuple[str, ...]]
 MapLike = Mapping[str, Scalar | Sequence[Scalar]]
@@ -23,12 +25,20 @@ _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def parameter_value(value: Scalar) -> str:
-    """One value as elastix text: ``True`` -> ``"true"``, numbers as Python writes them."""
-    if isinstance(value, bool):
+    """One value as elastix text: ``True`` -> ``"true"``, numbers as Python writes them.
+
+    Only strings, bools and real numbers (NumPy's too) are values; anything else (None, a dict, a
+    nested list) would reach elastix as its ``str()`` and is refused.
+    """
+    if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"parameter value {value!r} ({type(value).__name__}) is not a string, bool or number")
+    if not math.isfinite(value):
         raise ValueError(f"parameter value {value} is not finite")
-    return str(value)
+    return str(value.item() if isinstance(value, np.generic) else value)
 
 
 def to_parameter_map(values: MapLike) -> ParameterMap:
@@ -38,7 +48,10 @@ def to_parameter_map(values: MapLike) -> ParameterMap:
         if not isinstance(name, str) or not name:
             raise TypeError(f"parameter names must be non-empty strings, got {name!r}")
         items = value if isinstance(value, list | tuple) else [value]
-        out[name] = tuple(parameter_value(v) for v in items)  # type: ignore[arg-type]
+        try:
+            out[name] = tuple(parameter_value(v) for v in items)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"parameter {name}: {e}") from None
     return out
 
 
@@ -117,8 +130,22 @@ class ParameterObject:
         return cls()
 
     @classmethod
-    def from_any(cls, value: Any) -> ParameterObject:
-        """Ours, an ``itk.ParameterObject``, a dict, a list of dicts, or parameter file path(s)."""
+    def from_any(cls, value: Any, name: str = "parameter_object") -> ParameterObject:
+        """Ours, an ``itk.ParameterObject``, a dict, a list of dicts, or parameter file path(s);
+        errors name the argument ``name``."""
+        try:
+            po = cls._from_any(value)
+        except (TypeError, ValueError, FileNotFoundError) as e:
+            raise type(e)(f"{name}: {e}") from None
+        if po is None:
+            raise TypeError(
+                f"{name} must be an impact_elastix.ParameterObject, an itk.ParameterObject, a dict, "
+                f"a list of dicts, or parameter file path(s); got {type(value).__name__}"
+            )
+        return po
+
+    @classmethod
+    def _from_any(cls, value: Any) -> ParameterObject | None:
         if isinstance(value, ParameterObject):
             return cls(value._maps)
         if hasattr(value, "GetNumberOfParameterMaps") and hasattr(value, "GetParameterMap"):
@@ -131,10 +158,7 @@ class ParameterObject:
             return cls(read_parameter_file(v) for v in value)
         if isinstance(value, list | tuple) and all(isinstance(v, Mapping) for v in value):
             return cls(value)
-        raise TypeError(
-            "parameter_object must be an impact_elastix.ParameterObject, an itk.ParameterObject, a dict, "
-            f"a list of dicts, or parameter file path(s); got {type(value).__name__}"
-        )
+        return None
 
     def to_itk(self) -> Any:
         """The same maps as an ``itk.ParameterObject`` (needs the itk-elastix package)."""

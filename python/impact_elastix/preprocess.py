@@ -133,7 +133,7 @@ def preprocess(
     img = _as_array_image(image, "image")
     array = img.array.astype(np.float32)
     if modality == "mr":
-        mask_array = None if mask is None else _as_array_image(mask, "mask").array
+        mask_array = None if mask is None else _as_array_image(mask, "mask", mask=True).array
         if mask_array is not None and mask_array.shape != array.shape:
             raise ValueError(f"mask: shape {mask_array.shape} differs from the image's {array.shape}")
         array = normalize_mr(array, mask_array)
@@ -145,8 +145,8 @@ def preprocess(
     return _like(img, array, spacing, origin, direction)
 
 
-def _as_array_image(value: Any, name: str) -> Image:
-    image = load_image(value, name)
+def _as_array_image(value: Any, name: str, *, mask: bool = False) -> Image:
+    image = load_image(value, name, mask=mask)
     if image.kind != "path":
         return image
     path = Path(value)
@@ -157,11 +157,11 @@ def _as_array_image(value: Any, name: str) -> Image:
         import SimpleITK as sitk
     except ImportError:
         raise ValueError(f"{name}: {path.suffix} files need SimpleITK (pip install SimpleITK) or a .mha file") from None
-    return _from_sitk(sitk.ReadImage(str(path)), name, path)
+    return _from_sitk(sitk.ReadImage(str(path)), name, path, mask)
 
 
-def _from_sitk(value: Any, name: str, path: Path) -> Image:
-    image = load_image(value, name)
+def _from_sitk(value: Any, name: str, path: Path, mask: bool) -> Image:
+    image = load_image(value, name, mask=mask)
     image.kind, image.path = "path", path
     return image
 

@@ -8,9 +8,11 @@ plugin and LibTorch live in their own process) on MetaImage files in a temporary
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 
 from . import elastix_executable, transformix_executable
 from .executables import run as run_process
+from .executables import staged_output
 from .images import Image, ImageLike, check_mask, check_pair, load_image, result_like, write_input
 from .parameter_object import ParameterMap, ParameterObject, read_parameter_file, write_parameter_file
 from .points import parse_transformix_points
@@ -29,10 +32,20 @@ _OUTPUT_KEYS = ("WriteResultImage", "ResultImageFormat", "ResultImagePixelType")
 def _parameter_object(value: Any, name: str) -> ParameterObject:
     if value is None:
         raise ValueError(f"{name} is required: a ParameterObject, a dict, or parameter file path(s)")
-    po = ParameterObject.from_any(value)
+    po = ParameterObject.from_any(value, name)
     if len(po) == 0:
         raise ValueError(f"{name} has no parameter maps")
     return po
+
+
+def _check_argument(name: str, value: Any, allowed: tuple[type, ...], text: str) -> None:
+    """TypeError naming the argument unless ``value`` is one of ``allowed`` (a bool is no int here,
+    and a string is no number: "2" is refused, not parsed)."""
+    if not isinstance(value, allowed) or (isinstance(value, bool | np.bool_) and bool not in allowed):
+        raise TypeError(f"{name} must be {text}, got {value!r} ({type(value).__name__})")
+
+
+_PATH = (str, os.PathLike)
 
 
 def _returned_like(po: ParameterObject, like: Any) -> Any:
@@ -56,9 +69,28 @@ def _write_chain(maps: list[ParameterMap], directory: Path, stem: str, overrides
 def _threads(number_of_threads: int | None) -> list[str]:
     if number_of_threads is None:
         return []
+    _check_argument("number_of_threads", number_of_threads, (int, np.integer), "an int >= 1 or None")
     if number_of_threads < 1:
         raise ValueError(f"number_of_threads must be >= 1, got {number_of_threads}")
     return ["-threads", str(number_of_threads)]
+
+
+@contextlib.contextmanager
+def _output_folder(output_directory: str | Path | None, keep: bool, tmp: Path, prefix: str) -> Iterator[Path]:
+    """Where elastix's results go: ``output_directory``; else, for a file path in (``keep``: the
+    result file is returned and must outlive the call), a new temporary folder that is removed if
+    the call fails; else a folder inside ``tmp``, removed with it."""
+    if output_directory is not None:
+        yield Path(output_directory)
+    elif keep:
+        out = Path(tempfile.mkdtemp(prefix=prefix))
+        try:
+            yield out
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+    else:
+        yield tmp / "out"
 
 
 def _keep_log(out: Path, name: str, log_to_file: bool, log_file_name: str | None) -> None:
@@ -98,6 +130,16 @@ def elastix_registration_method(
     Raises ``ElastixError`` with elastix's own message when elastix fails, ``ValueError``/``TypeError``
     for bad inputs before anything runs.
     """
+    _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
+    if on_output_line is not None and not callable(on_output_line):
+        raise TypeError(f"on_output_line must be a function of one line (str), got {type(on_output_line).__name__}")
+    for name, value in (
+        ("initial_transform_parameter_file_name", initial_transform_parameter_file_name),
+        ("fixed_point_set_file_name", fixed_point_set_file_name),
+        ("moving_point_set_file_name", moving_point_set_file_name),
+    ):
+        if value is not None:
+            _check_argument(name, value, _PATH, "a file path or None")
     fixed = load_image(fixed_image, "fixed_image")
     moving = load_image(moving_image, "moving_image")
     check_pair(fixed, moving)
@@ -107,7 +149,7 @@ def elastix_registration_method(
         ("-mMask", moving_mask, "moving_mask", moving, "moving_image"),
     ):
         if value is not None:
-            masks[flag] = load_image(value, name)
+            masks[flag] = load_image(value, name, mask=True)
             check_mask(masks[flag], image, name, image_name)
     po = _parameter_object(parameter_object, "parameter_object")
     if initial_transform_parameter_file_name is not None and initial_transform_parameter_object is not None:
@@ -123,23 +165,17 @@ def elastix_registration_method(
         if value is not None and not Path(value).is_file():
             raise FileNotFoundError(f"{name}: file not found: {value}")
 
-    with tempfile.TemporaryDirectory(prefix="impact-elastix-") as tmp_name:
+    with (
+        tempfile.TemporaryDirectory(prefix="impact-elastix-") as tmp_name,
+        _output_folder(output_directory, fixed.kind == "path", Path(tmp_name), "impact-elastix-result-") as out,
+    ):
         tmp = Path(tmp_name)
-        if output_directory is not None:
-            out = Path(output_directory)
-        elif fixed.kind == "path":
-            out = Path(tempfile.mkdtemp(prefix="impact-elastix-result-"))  # the result file must outlive the call
-        else:
-            out = tmp / "out"
-        out.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(elastix_executable()),
             "-f",
             str(write_input(fixed, tmp / "fixed.mha")),
             "-m",
             str(write_input(moving, tmp / "moving.mha")),
-            "-out",
-            str(out),
         ]
         for flag, mask in masks.items():
             cmd += [flag, str(write_input(mask, tmp / f"{flag[1:]}.mha", mask=True))]
@@ -160,7 +196,8 @@ def elastix_registration_method(
                 cmd += [flag, str(value)]
         cmd += _threads(number_of_threads)
 
-        run_process(cmd, on_line=on_output_line, verbose=log_to_console)
+        with staged_output(out) as staging:
+            run_process([*cmd, "-out", str(staging)], on_line=on_output_line, verbose=log_to_console)
 
         result_maps = [read_parameter_file(out / f"TransformParameters.{i}.txt") for i in range(n)]
         for i, m in enumerate(result_maps):
@@ -176,20 +213,30 @@ def elastix_registration_method(
             result_maps = initial.GetParameterMaps() + result_maps
         result = result_like(out / f"result.{n - 1}.mha", fixed, grid=fixed)
         _keep_log(out, "elastix.log", log_to_file, log_file_name)
-        if output_directory is None and fixed.kind != "path":
-            shutil.rmtree(out, ignore_errors=True)
     return result, _returned_like(ParameterObject(result_maps), parameter_object)
 
 
 @dataclass(frozen=True)
 class _RunOptions:
-    """The itk-elastix keywords every transformix_* function takes, passed on as one."""
+    """The itk-elastix keywords that elastix_registration_method and every transformix_* function
+    take, checked here once, before anything runs."""
 
     output_directory: str | Path | None
     log_to_console: bool
     log_to_file: bool
     log_file_name: str | None
     number_of_threads: int | None
+
+    def __post_init__(self) -> None:
+        if self.output_directory is not None:
+            _check_argument("output_directory", self.output_directory, _PATH, "a folder path or None")
+        _check_argument("log_to_console", self.log_to_console, (bool, np.bool_), "True or False")
+        _check_argument("log_to_file", self.log_to_file, (bool, np.bool_), "True or False")
+        if self.log_file_name is not None:
+            _check_argument("log_file_name", self.log_file_name, (str,), "a file name or None")
+            if not self.log_file_name or Path(self.log_file_name).name != self.log_file_name:
+                raise ValueError(f"log_file_name must be a file name in output_directory, got {self.log_file_name!r}")
+        _threads(self.number_of_threads)
 
 
 def _transformix(
@@ -201,23 +248,22 @@ def _transformix(
     po = _parameter_object(transform_parameter_object, "transform_parameter_object")
     last = po.GetParameterMap(len(po) - 1)
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="impact-transformix-") as tmp_name:
+    with (
+        tempfile.TemporaryDirectory(prefix="impact-transformix-") as tmp_name,
+        _output_folder(
+            output_directory, moving is not None and moving.kind == "path", Path(tmp_name), "impact-transformix-result-"
+        ) as out,
+    ):
         tmp = Path(tmp_name)
-        if output_directory is not None:
-            out = Path(output_directory)
-        elif moving is not None and moving.kind == "path":
-            out = Path(tempfile.mkdtemp(prefix="impact-transformix-result-"))  # result files outlive the call
-        else:
-            out = tmp / "out"
-        out.mkdir(parents=True, exist_ok=True)
         maps = po.GetParameterMaps()
         maps[-1] = {"ResultImagePixelType": ("float",)} | maps[-1]  # cast to the input's type here, once
         chain = _write_chain(maps, tmp, "transform", {"ResultImageFormat": ("mha",)})
-        cmd = [str(transformix_executable()), "-tp", str(chain), "-out", str(out)] + extra
+        cmd = [str(transformix_executable()), "-tp", str(chain)] + extra
         if "result.mha" in outputs:
             cmd += ["-in", str(write_input(moving, tmp / "moving.mha"))]
         cmd += _threads(run.number_of_threads)
-        run_process(cmd, verbose=run.log_to_console)
+        with staged_output(out) as staging:
+            run_process([*cmd, "-out", str(staging)], verbose=run.log_to_console)
         grid = _grid_of(last)
         for name in outputs:
             path = out / name
@@ -264,6 +310,7 @@ def transformix_filter(
     if compute_deformation_field:
         extra += ["-def", "all"]
     if fixed_point_set_file_name is not None:
+        _check_argument("fixed_point_set_file_name", fixed_point_set_file_name, _PATH, "a file path or None")
         if not Path(fixed_point_set_file_name).is_file():
             raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
         if compute_deformation_field:
@@ -330,6 +377,7 @@ def transformix_pointset(
     Returns the rows of ``outputpoints.txt`` split into strings, as itk-elastix does, or with
     ``reduce_output=True`` the mapped world points as a float array (N, D).
     """
+    _check_argument("fixed_point_set_file_name", fixed_point_set_file_name, _PATH, "a file path")
     if not Path(fixed_point_set_file_name).is_file():
         raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
     run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
