@@ -185,3 +185,19 @@ def test_chain_patch_gradient_is_the_chain_rule() -> None:
     world_to_index = torch.linalg.inv(direction * torch.tensor([0.8, 1.2, 2.0], dtype=torch.float64))
     expected = (d_patch.double()[..., None] * index_gradient.double()).sum(1) @ world_to_index
     torch.testing.assert_close(_core.chain_patch_gradient(d_patch, index_gradient, geometry), expected)
+
+
+@pytest.mark.parametrize("shape", [(12, 15, 3), (9, 11, 13, 1), (6, 7, 8, 4)])
+def test_grid_resample_equals_the_point_sampler(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(9)
+    coefficients = _core.bspline_coefficients(torch.randn(*shape, generator=g))
+    d = len(shape) - 1
+    # x first; some positions outside the grid (mirrored), different counts per axis
+    positions = [(torch.rand(5 + a, generator=g, dtype=torch.float64) * (shape[d - 1 - a] + 4) - 2).tolist()
+                 for a in range(d)]  # fmt: skip
+    values = _core.bspline_resample(coefficients, positions)
+    assert values.shape == (*[len(p) for p in reversed(positions)], shape[-1])
+    grids = torch.meshgrid(*[torch.tensor(p, dtype=torch.float64) for p in reversed(positions)], indexing="ij")
+    index = torch.stack(list(reversed(grids)), -1).reshape(-1, d)
+    expected, _ = _core.bspline_sample(coefficients, index)
+    torch.testing.assert_close(values.reshape(-1, shape[-1]), expected, atol=1e-5, rtol=1e-5)

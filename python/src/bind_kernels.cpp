@@ -23,6 +23,8 @@ bind_kernels(py::module_ & m)
     py::arg("index"),
     py::arg("with_gradient") = false,
     "Values (M, C) and gradients (M, C, D) w.r.t. the continuous index (M, D), x first.");
+  m.def("bspline_resample", &impact::bsplineResample, py::arg("coefficients"), py::arg("positions"),
+        "Values (*out, C) on the grid of continuous indices positions[a][i_a] (x first), separably.");
   m.def(
     "sample_patches",
     [](const torch::Tensor & coefficients,

@@ -205,7 +205,59 @@ sampleKernel(const torch::Tensor & coefficients,
     }
   });
 }
+// One separable stage of a grid resample: along the middle axis of a contiguous (outer, n, inner)
+// tensor, output sample j = sum_k w[j][k] input[offset[j][k]]; returns (outer, m, inner).
+torch::Tensor
+resampleAxis(const torch::Tensor & input, const std::vector<double> & positions)
+{
+  const int64_t outer = input.size(0), n = input.size(1), inner = input.size(2);
+  const auto    m = static_cast<int64_t>(positions.size());
+  std::vector<basis::Taps> taps(positions.size());
+  for (size_t j = 0; j < positions.size(); ++j)
+  {
+    taps[j].set(positions[j], n, inner);
+  }
+  auto          out = torch::empty({ outer, m, inner }, torch::kFloat32);
+  const float * src = input.const_data_ptr<float>();
+  float *       dst = out.mutable_data_ptr<float>();
+  at::parallel_for(0, outer * m, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t job = begin; job < end; ++job)
+    {
+      const int64_t o = job / m, j = job % m;
+      const float * s = src + o * n * inner;
+      float *       d = dst + (o * m + j) * inner;
+      const auto &  t = taps[j];
+      for (int64_t l = 0; l < inner; ++l)
+      {
+        d[l] = static_cast<float>(t.w[0] * s[t.offset[0] + l] + t.w[1] * s[t.offset[1] + l] +
+                                  t.w[2] * s[t.offset[2] + l] + t.w[3] * s[t.offset[3] + l]);
+      }
+    }
+  });
+  return out;
+}
 } // namespace
+
+torch::Tensor
+bsplineResample(const torch::Tensor & coefficients, const std::vector<std::vector<double>> & positions)
+{
+  const auto d = static_cast<int64_t>(positions.size());
+  TORCH_CHECK(coefficients.dim() == d + 1 && coefficients.scalar_type() == torch::kFloat32,
+              "bsplineResample: coefficients must be float32 (*spatial, C) with ", d, " spatial axes, got ",
+              coefficients.sizes());
+  auto out = coefficients.contiguous();
+  for (int64_t a = 0; a < d; ++a) // ITK axis a is tensor axis d - 1 - a
+  {
+    const auto axis = d - 1 - a;
+    auto       shape = out.sizes().vec();
+    const auto outer = c10::multiply_integers(shape.begin(), shape.begin() + axis);
+    const auto inner = c10::multiply_integers(shape.begin() + axis + 1, shape.end());
+    out = resampleAxis(out.view({ outer, shape[axis], inner }), positions[a]);
+    shape[axis] = static_cast<int64_t>(positions[a].size());
+    out = out.view(shape);
+  }
+  return out;
+}
 
 void
 bsplineCoefficientsInPlace(torch::Tensor & image)

@@ -66,8 +66,18 @@ resampleForModel(const torch::Tensor & coefficients, const Geometry & geometry, 
 {
   ResampledImage out;
   out.geometry = modelGrid(geometry, voxelSize);
-  const auto index = geometry.worldToIndex(out.geometry.worldPoints());
-  out.values = std::get<0>(bsplineSample(coefficients, index, false)).reshape(tensorShape(out.geometry));
+  // The model grid keeps the image's direction, so index a of a model voxel depends on its index a
+  // only: a separable resample.
+  const int                        dim = geometry.dim();
+  std::vector<std::vector<double>> positions(dim);
+  for (int a = 0; a < dim; ++a)
+  {
+    auto steps = torch::zeros({ out.geometry.size[a], dim }, torch::kFloat64);
+    steps.select(1, a).copy_(torch::arange(out.geometry.size[a], torch::kFloat64));
+    const auto index = geometry.worldToIndex(out.geometry.indexToWorld(steps)).select(1, a).contiguous();
+    positions[a].assign(index.const_data_ptr<double>(), index.const_data_ptr<double>() + index.numel());
+  }
+  out.values = bsplineResample(coefficients, positions).reshape(tensorShape(out.geometry));
   return out;
 }
 
@@ -86,6 +96,27 @@ struct OutputPlacement
   torch::Tensor        weight;     // (planes * grid voxels): sum of the weights
   torch::Tensor        tileWeight; // (tile output voxels): favours tile centres
 };
+
+// Input voxels per output voxel along each model axis (x first), of the model's coarsest selected
+// output, measured on a small input of 32 voxels per axis.
+std::vector<int64_t>
+modelStride(const Model & model, const ModelSpec & spec, const ModelContext & context)
+{
+  std::vector<int64_t> shape{ 1, spec.channels };
+  shape.insert(shape.end(), spec.dimension, 32);
+  torch::InferenceMode guard;
+  const auto           outputs = model.forward(torch::zeros(shape), context);
+  std::vector<int64_t> stride(spec.dimension, 1);
+  for (size_t k = 0; k < outputs.size(); ++k)
+  {
+    for (int a = 0; a < spec.dimension && spec.layersMask.at(k) == '1'; ++a)
+    {
+      const auto o = outputs[k].size(1 + spec.dimension - a);
+      stride[a] = std::max<int64_t>(stride[a], std::llround(32.0 / std::max<int64_t>(o, 1)));
+    }
+  }
+  return stride;
+}
 
 // Flat offsets (tensor order, x fastest) of a box of `box` voxels (x first) inside a grid of `grid`
 // voxels (x first), shifted per job by `starts` (J, d): (J, prod(box)) int64, and which are inside.
@@ -142,45 +173,49 @@ computeFeatureMaps(const Model &          model,
     return outs;
   };
 
-  // Probe: one tile tells each output's channels, size and stride.
-  const auto           firstTile = boxIndices(tile, planeSize, torch::zeros({ 1, d }, torch::kLong)).first;
-  const auto           probe = run(planes.reshape({ -1 }).index_select(0, firstTile.reshape({ -1 })).view({ 1, -1 }));
+  // The first batch's outputs tell each output's channels, size and stride (no separate probe run:
+  // for a whole image, that would be a second forward pass over it).
   std::vector<OutputPlacement> placements;
-  for (int k = 0; k < static_cast<int>(probe.size()); ++k)
-  {
-    if (spec.layersMask.at(k) != '1')
+  auto place = [&](const std::vector<torch::Tensor> & first) {
+    for (int k = 0; k < static_cast<int>(first.size()); ++k)
     {
-      continue;
+      if (spec.layersMask.at(k) != '1')
+      {
+        continue;
+      }
+      OutputPlacement out;
+      out.output = k;
+      out.channels = first[k].size(1);
+      int64_t gridVoxels = 1;
+      out.tileWeight = torch::ones({ 1 }, torch::kFloat32);
+      for (int a = d - 1; a >= 0; --a) // tensor order for the weights
+      {
+        out.tileWeight =
+          (out.tileWeight.unsqueeze(1) * tileWeights(first[k].size(2 + (d - 1 - a))).unsqueeze(0)).reshape({ -1 });
+      }
+      for (int a = 0; a < d; ++a)
+      {
+        const auto o = first[k].size(1 + d - a);
+        const auto s = std::max<int64_t>(1, std::llround(static_cast<double>(tile[a]) / o));
+        out.tileOutput.push_back(o);
+        out.stride.push_back(s);
+        out.gridSize.push_back((planeSize[a] + s - 1) / s);
+        out.shift.push_back(std::llround((tile[a] - o * s) / (2.0 * s)));
+        gridVoxels *= out.gridSize.back();
+      }
+      out.sum = torch::zeros({ out.channels, planeCount * gridVoxels }, torch::kFloat32);
+      out.weight = torch::zeros({ planeCount * gridVoxels }, torch::kFloat32);
+      placements.push_back(std::move(out));
     }
-    OutputPlacement out;
-    out.output = k;
-    out.channels = probe[k].size(1);
-    int64_t gridVoxels = 1;
-    out.tileWeight = torch::ones({ 1 }, torch::kFloat32);
-    for (int a = d - 1; a >= 0; --a) // tensor order for the weights
-    {
-      out.tileWeight = (out.tileWeight.unsqueeze(1) * tileWeights(probe[k].size(2 + (d - 1 - a))).unsqueeze(0)).reshape({ -1 });
-    }
-    for (int a = 0; a < d; ++a)
-    {
-      const auto o = probe[k].size(1 + d - a);
-      const auto s = std::max<int64_t>(1, std::llround(static_cast<double>(tile[a]) / o));
-      out.tileOutput.push_back(o);
-      out.stride.push_back(s);
-      out.gridSize.push_back((planeSize[a] + s - 1) / s);
-      out.shift.push_back(std::llround((tile[a] - o * s) / (2.0 * s)));
-      gridVoxels *= out.gridSize.back();
-    }
-    out.sum = torch::zeros({ out.channels, planeCount * gridVoxels }, torch::kFloat32);
-    out.weight = torch::zeros({ planeCount * gridVoxels }, torch::kFloat32);
-    placements.push_back(std::move(out));
-  }
+  };
 
   // Jobs: every (plane, tile start); tiles overlap by about half and are blended.
+  // Tile starts are multiples of the model's stride, so that tiles' output grids coincide.
+  const auto                        stride = modelStride(model, spec, context);
   std::vector<std::vector<int64_t>> startsPerAxis(d);
   for (int a = 0; a < d; ++a)
   {
-    startsPerAxis[a] = tileStarts(planeSize[a], tile[a], placements.front().stride[a]);
+    startsPerAxis[a] = tileStarts(planeSize[a], tile[a], stride[a]);
   }
   std::vector<std::vector<int64_t>> starts{ {} };
   for (int a = 0; a < d; ++a)
@@ -217,6 +252,10 @@ computeFeatureMaps(const Model &          model,
     const auto start = tileStart.index_select(0, jobs.remainder(tilesPerPlane));
     const auto input = boxIndices(tile, planeSize, start).first + (plane * planeVoxels).unsqueeze(1);
     const auto results = run(flatPlanes.index_select(0, input.reshape({ -1 })).view({ jobs.size(0), -1 }));
+    if (placements.empty())
+    {
+      place(results);
+    }
     for (auto & out : placements)
     {
       // Tile output j lands on output index start / stride + shift + j; keep what falls inside.
