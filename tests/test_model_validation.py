@@ -109,13 +109,14 @@ def test_fixed_and_moving_features_must_match(lung_crop: tuple, m730: Path, scri
         engine({"FixedModelsPath": [str(m730)], "MovingModelsPath": [str(path)], "MovingLayersMask": ["01"]}, lung_crop)
 
 
-def test_mixed_precision_on_the_cpu_warns_and_runs_in_float32(
-    lung_crop: tuple, m730: Path, capfd: pytest.CaptureFixture
+def test_mixed_precision_on_a_cpu_without_bfloat16_warns_and_runs_in_float32(
+    lung_crop: tuple, m730: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    monkeypatch.setenv("IMPACT_CPU_BFLOAT16", "0")  # as on a CPU without AVX512-BF16 or AMX
     e = engine({"ModelsPath": [str(m730)], "UseMixedPrecision": ["true"]}, lung_crop)
-    assert '(UseMixedPrecision "true") is used on CUDA devices only' in capfd.readouterr().err
+    assert "no native bfloat16 instructions" in capfd.readouterr().err
     x = torch.tensor([[-80.0, -50.0, -1300.0]], dtype=torch.float64)  # inside the crop
     value, gradient = e.evaluate(x, x + 1.0)
     assert gradient.dtype == torch.float64 and torch.isfinite(gradient).all()

@@ -260,7 +260,9 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
           const auto   grid = modelGrid(geometry, spec->voxelSize);
           for (int a = 0; a < spec->dimension; ++a)
           {
-            if (grid.size[a] < fov[a])
+            // Deep layers may see more than the image (their features still vary); a grid smaller
+            // than a shallow field of view, or than 8 voxels, leaves nothing but padding.
+            if (grid.size[a] < std::min<int64_t>(fov[a], 8))
             {
               throw ParameterError("(VoxelSize \"" + valuesText(spec->voxelSize) + "\") of model \"" + spec->path +
                                    "\" resamples the " + (spec == &fspec ? "fixed" : "moving") + " image to " +
