@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import __version__
+from ..digest import sha256_file
 from ..executables import ElastixError, run_elastix, run_transformix
 from ..mha import read_geometry
 from ..points import read_points, read_transformix_points, tre, write_points
@@ -57,21 +58,13 @@ class Job:
     memory: int  # bytes declared to the scheduler (reported beside the measured peak)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def input_digest(job: Job) -> str:
     """The digest stored in the done-marker (see the module docstring)."""
     h = hashlib.sha256(f"impact-elastix {__version__}\n".encode())
     for text in job.maps:
         h.update(b"map\n" + text.encode())
     for column, path in sorted(job.pair.files().items()):
-        h.update(f"{column} {_sha256(path)}\n".encode())
+        h.update(f"{column} {sha256_file(path)}\n".encode())
     return h.hexdigest()
 
 

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..digest import sha256_file
 from .inspect import torchscript_members
 
 REPOSITORY = "VBoussot/impact-torchscript-models"
@@ -48,14 +49,6 @@ def _git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, size: int | None, etag: str | None) -> None:
     """Raises ValueError unless ``path`` has the hub's size and hash (etag: sha256 or git sha1)."""
     if size is None or not etag:
@@ -65,7 +58,7 @@ def verify(path: Path, size: int | None, etag: str | None) -> None:
         raise ValueError(f"{path.name}: downloaded {actual} bytes, the hub says {size}")
     etag = etag.strip('"').removeprefix("W/").strip('"').lower()
     if len(etag) == 64:
-        got, kind = _sha256(path), "sha256"
+        got, kind = sha256_file(path), "sha256"
     elif len(etag) == 40:
         got, kind = _git_blob_sha1(path), "git sha1"
     else:
