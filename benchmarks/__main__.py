@@ -46,7 +46,7 @@ def _run(
     case: Case, c: Contestant, work: Path, seed: int, levels: int, iters: int, samples: int, exact: int | None
 ) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    params = bspline_map(c.metric, resolutions=levels, iterations=iters, samples=samples)
+    params = bspline_map(c.metric, resolutions=levels, iterations=iters, samples=samples) | case.map
     params["RandomSeed"] = seed
     if exact is None:
         params.pop("NumberOfSamplesForExactGradient", None)
@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     for case_name in args.cases:
         case = CASES[case_name](args.work)
         rows.append({"case": case.name, "contestant": "start", "seed": 0} | case.evaluate(None))
-        for c in contestants(case, reference, args.levels):
+        levels, iters = case.levels or args.levels, case.iterations or args.iterations
+        for c in contestants(case, reference, levels):
             if args.contestants and args.contestants not in c.name:
                 continue
             for seed in range(args.seeds):
@@ -203,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                     c,
                     args.work / slug,
                     121212 + seed,
-                    args.levels,
-                    args.iterations,
+                    levels,
+                    iters,
                     args.samples,
                     args.exact_gradient_samples,
                 )

@@ -1,13 +1,15 @@
 """Benchmark cases, each with a ground truth: the lung CT pair, and synthetic deformations of real images.
 
 Synthetic cases: fixed = original warped by a known smooth B-spline deformation T_true (seeded),
-moving = original (multimodal case: through a non-monotonic intensity map). A registration that
+moving = original (multimodal cases: through a non-monotonic intensity map, or the same anatomy in
+another MRI contrast). A registration that
 finds T with fixed(x) ~ moving(T(x)) should give T = T_true; the error is the mean distance between
 the two displacement fields over the foreground.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +33,12 @@ class Case:
     evaluate: Callable[[Path | None], dict[str, float]]  # transform file (None: start) -> accuracy figures
     primary: str  # the accuracy figure the table shows
     models: dict[str, Path] = field(default_factory=dict)  # which models suit this case
-    voxel: float = 1.5  # mm at which the models see the images
+    voxel: float | tuple[float, ...] = 1.5  # mm at which the models see the images (or one per level)
+    modes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per model label; default both
+    mixed_precision: bool = True  # also a Jacobian UseMixedPrecision row per model
+    levels: int | None = None  # the case's own schedule (default: the command line's)
+    iterations: int | None = None
+    map: dict = field(default_factory=dict)  # entries that replace the common map's (pyramid, grid, ...)
 
 
 def _field(transform: Path, work: Path) -> np.ndarray:
@@ -99,7 +106,7 @@ def _synthetic(
     *,
     grid_mm: float,
     sigma_mm: float,
-    intensity: Callable[[np.ndarray], np.ndarray] | None,
+    moving_image: np.ndarray | None,
     foreground: np.ndarray,
 ) -> Case:
     work.mkdir(parents=True, exist_ok=True)
@@ -114,10 +121,10 @@ def _synthetic(
     warped = run_transformix(truth, work / "warp", image=original) / "result.mha"
     fixed = warped.rename(work / "fixed.mha")
     moving = original
-    if intensity is not None:
+    if moving_image is not None:
         moving = write_mha(
             work / "moving.mha",
-            intensity(image).astype(np.float32),
+            moving_image.astype(np.float32),
             spacing=geometry.spacing,
             origin=geometry.origin,
             direction=geometry.direction,
@@ -180,7 +187,7 @@ def brain2d(work: Path) -> Case:
         work / "brain2d",
         grid_mm=32,
         sigma_mm=6.0,
-        intensity=None,
+        moving_image=None,
         foreground=image > 0.1 * image.max(),
     )
     case.models = {"MIND": data / "R1D2_2D.pt"}
@@ -208,11 +215,85 @@ def multimodal3d(work: Path) -> Case:
         work / "multimodal3d",
         grid_mm=24,
         sigma_mm=5.0,
-        intensity=remap,
+        moving_image=remap(crop),
         foreground=crop > -900,
     )
     case.models = {"M730": data / "M730_1_Layers.pt", "MIND": data / "R1D2_2D.pt"}
     return case
 
 
-CASES: dict[str, Callable[[Path], Case]] = {"lung": lung, "brain2d": brain2d, "multimodal3d": multimodal3d}
+def brainweb_folder() -> Path:
+    """BrainWeb T1/PD (``$IMPACT_BRAINWEB``, else ``../shared/data/brainweb`` beside the clone)."""
+    env = os.environ.get("IMPACT_BRAINWEB")
+    folder = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "brainweb"
+    if not (folder / "T1.mha").is_file() or not (folder / "PD.mha").is_file():
+        raise FileNotFoundError(f"BrainWeb T1.mha/PD.mha not found in {folder}: set IMPACT_BRAINWEB to their folder")
+    return folder
+
+
+def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary erosion by a (2 radius + 1)^d box: a voxel stays when its whole box is inside."""
+    k = 2 * radius + 1
+    count = np.pad(mask.astype(np.int32), radius)  # box sums, one axis at a time
+    for axis in range(mask.ndim):
+        n = count.shape[axis]
+        prefix = np.concatenate([np.zeros_like(np.take(count, [0], axis=axis)), np.cumsum(count, axis=axis)], axis=axis)
+        count = np.take(prefix, np.arange(k, n + 1), axis=axis) - np.take(prefix, np.arange(0, n + 1 - k), axis=axis)
+    return count == k**mask.ndim
+
+
+def brainweb(work: Path) -> Case:
+    """Simulated 1 mm brain MRI: T1 warped by a known smooth deformation (fixed) against PD (moving).
+
+    Both z-scored. The issue-12 map: generic pyramid 4/2/1 (smoothing and resampling), B-spline with
+    a 10 mm final grid (GridSpacingSchedule 4 2 1), linear interpolation, 3 levels x 100 iterations;
+    models see the images at 4/2/1 mm. Error: dense, over the brain (the head eroded by 12 mm).
+    """
+    folder = brainweb_folder()
+    t1, geometry = read_mha(folder / "T1.mha")
+    pd, _ = read_mha(folder / "PD.mha")
+    t1 = t1.astype(np.float32)
+    pd = pd.astype(np.float32)
+    brain = _erode(t1 > 0.1 * t1.max(), 12)
+    case = _synthetic(
+        "3D brain MRI T1 vs PD (BrainWeb), synthetic B-spline",
+        (t1 - t1.mean()) / t1.std(),
+        geometry,
+        work / "brainweb",
+        grid_mm=48,
+        sigma_mm=16.0,
+        moving_image=(pd - pd.mean()) / pd.std(),
+        foreground=brain,
+    )
+    data = elastix_testing_data()
+    mind3d = work / "brainweb" / "MIND_R1D2_3D.pt"
+    if not mind3d.is_file():
+        from impact_elastix.models import export_mind
+
+        export_mind(str(mind3d), "R1D2", 3)
+    case.models = {"MIND 2D": data / "R1D2_2D.pt", "MIND 3D": mind3d, "MIND 3D built-in": Path("MIND/R1D2")}
+    case.modes = {"MIND 2D": ("Jacobian",)}
+    case.mixed_precision = False
+    case.voxel = (4.0, 2.0, 1.0)
+    case.levels, case.iterations = 3, 100
+    level = ["4", "2", "1"]
+    case.map = {
+        "FixedImagePyramid": "FixedGenericImagePyramid",
+        "MovingImagePyramid": "MovingGenericImagePyramid",
+        "FixedImagePyramidRescaleSchedule": [v for v in level for _ in range(3)],
+        "MovingImagePyramidRescaleSchedule": [v for v in level for _ in range(3)],
+        "FixedImagePyramidSmoothingSchedule": [v for v in level for _ in range(3)],
+        "MovingImagePyramidSmoothingSchedule": [v for v in level for _ in range(3)],
+        "FinalGridSpacingInPhysicalUnits": 10,
+        "GridSpacingSchedule": level,
+        "Interpolator": "LinearInterpolator",
+    }
+    return case
+
+
+CASES: dict[str, Callable[[Path], Case]] = {
+    "lung": lung,
+    "brain2d": brain2d,
+    "multimodal3d": multimodal3d,
+    "brainweb": brainweb,
+}

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import impact_elastix
-from impact_elastix.impact_map import inspect_model
+from impact_elastix.models.builtin import builtin_name
+from impact_elastix.models.inspection import inspect_model
 
 from .cases import Case
 
@@ -31,14 +32,20 @@ def _axes(values: list[float] | tuple[float, ...]) -> str:
     return "*".join(f"{v:g}" for v in values)
 
 
-def _model_setup(case: Case, model: Path, voxel: float) -> tuple[int, tuple[int, ...], list[float]]:
+def _model_setup(model: Path) -> tuple[int, tuple[int, ...]]:
     dim = 2 if "2D" in model.name else 3
-    fov = inspect_model(model, dim)[0].field_of_view
-    return dim, fov, [voxel] * dim
+    return dim, inspect_model(model, dim)[0].field_of_view
 
 
-def ours(case: Case, label: str, model: Path, mode: str, voxel: float, mixed: bool = False) -> Contestant:
-    dim, fov, voxels = _model_setup(case, model, voxel)
+def _voxels(case: Case, dim: int, levels: int) -> list[list[float]]:
+    """Per level, the voxel size per model axis."""
+    per_level = list(case.voxel) if isinstance(case.voxel, tuple) else [case.voxel] * levels
+    return [[v] * dim for v in per_level]
+
+
+def ours(case: Case, label: str, model: Path, mode: str, levels: int, mixed: bool = False) -> Contestant:
+    dim, fov = _model_setup(model)
+    voxels = _voxels(case, dim, levels)
     patch = fov if mode == "Jacobian" else (0,) * dim
     metric = {
         "Metric": "Impact",
@@ -46,7 +53,7 @@ def ours(case: Case, label: str, model: Path, mode: str, voxel: float, mixed: bo
         "Dimension": str(dim),
         "NumberOfChannels": "1",
         "PatchSize": _axes(patch),
-        "VoxelSize": _axes(voxels),
+        "VoxelSize": [_axes(v) for v in voxels],
         "LayersMask": "1",
         "SubsetFeatures": "32",
         "LayersWeight": "1",
@@ -71,10 +78,10 @@ def ours(case: Case, label: str, model: Path, mode: str, voxel: float, mixed: bo
     )
 
 
-def reference(case: Case, label: str, model: Path, mode: str, voxel: float, prefix: Path, levels: int) -> Contestant:
-    dim, fov, voxels = _model_setup(case, model, voxel)
-    if mode == "Static":
-        voxels = [voxel] * case.dimension  # 5.3.1 reads one voxel size per image axis in Static mode
+def reference(case: Case, label: str, model: Path, mode: str, prefix: Path, levels: int) -> Contestant:
+    dim, fov = _model_setup(model)
+    # 5.3.1 reads one voxel size per image axis in Static mode
+    voxels = _voxels(case, case.dimension if mode == "Static" else dim, levels)
     patch = fov if mode == "Jacobian" else (0,) * dim
     metric: dict = {
         "Metric": "Impact",
@@ -89,7 +96,7 @@ def reference(case: Case, label: str, model: Path, mode: str, voxel: float, pref
             f"ImpactDimension{level}": str(dim),
             f"ImpactNumberOfChannels{level}": "1",
             f"ImpactPatchSize{level}": list(patch),
-            f"ImpactVoxelSize{level}": voxels,
+            f"ImpactVoxelSize{level}": voxels[level],
             f"ImpactLayersMask{level}": "1",
             f"ImpactSubsetFeatures{level}": 32,
             f"ImpactLayersWeight{level}": 1,
@@ -119,10 +126,10 @@ def contestants(case: Case, reference_prefix: Path | None, levels: int) -> list[
         intensity("AdvancedNormalizedCorrelation", "AdvancedNormalizedCorrelation"),
     ]
     for label, model in case.models.items():
-        for mode in ("Jacobian", "Static"):
-            out.append(ours(case, label, model, mode, case.voxel))
-            if mode == "Jacobian":  # bfloat16 on CPUs that have it, float32 (and a log line) elsewhere
-                out.append(ours(case, label, model, mode, case.voxel, mixed=True))
-            if reference_prefix is not None:
-                out.append(reference(case, label, model, mode, case.voxel, reference_prefix, levels))
+        for mode in case.modes.get(label, ("Jacobian", "Static")):
+            out.append(ours(case, label, model, mode, levels))
+            if case.mixed_precision:  # bfloat16 on CPUs that have it, float32 (and a log line) elsewhere
+                out.append(ours(case, label, model, mode, levels, mixed=True))
+            if reference_prefix is not None and builtin_name(model) is None:  # 5.3.1 needs a file
+                out.append(reference(case, label, model, mode, reference_prefix, levels))
     return out

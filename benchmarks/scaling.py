@@ -54,7 +54,7 @@ def scaling_rows(work: Path, levels: int, iters: int, samples: int, run: Callabl
     for case in (lung(work), clinical_lung(work / "clinical")):
         model = case.models["M730"]
         for mode, voxel in (("Static", 1.0), ("Jacobian", 1.5)):
-            contestant = ours(case, "M730", model, mode, voxel)
+            contestant = ours(replace(case, voxel=voxel), "M730", model, mode, levels)
             slug = "".join(ch if ch.isalnum() else "-" for ch in f"scaling-{case.name}-{mode}")
             row = run(case, contestant, work / slug, 121212, levels, iters, samples, None)
             log = (work / slug / "elastix.log").read_text(errors="replace") if (work / slug).exists() else ""

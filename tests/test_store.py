@@ -154,6 +154,10 @@ def test_impact_loss_and_cli_take_store_names(
     assert main(["models", "inspect", "MIND/R2D2"]) == 0
     from impact_elastix import FeatureModel, impact_parameter_map
 
+    # MIND names select the component's built-in MIND in parameter maps (no file); other names are fetched.
     params = impact_parameter_map(FeatureModel("MIND/R2D2", dimension=2), dimension=2)
-    assert params["ModelsPath"][0] == str(tmp_path / "store" / "MIND" / "R2D2.pt")
+    assert params["ModelsPath"][0] == "MIND/R2D2" and params["PatchSize"][0] == "9*9"
+    publish(state, "Lab/Descriptor", Path(export_mind(str(tmp_path / "d.pt"), "R2D2", 2)))
+    params = impact_parameter_map(FeatureModel("Lab/Descriptor", dimension=2), dimension=2)
+    assert params["ModelsPath"][0] == str(tmp_path / "store" / "Lab" / "Descriptor.pt")
     assert params["PatchSize"][0] == "9*9"

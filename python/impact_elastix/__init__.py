@@ -49,7 +49,7 @@ _LAZY = {
     "ElastixError": "executables",
     "FeatureModel": "impact_map",
     "impact_parameter_map": "impact_map",
-    "inspect_model": "impact_map",
+    "inspect_model": "models.inspection",
     "presets": "presets",
 }
 __all__ = sorted(_LAZY) + ["bin_dir", "elastix_executable", "plugin_path", "transformix_executable"]

@@ -134,9 +134,9 @@ def _transformix(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .models import fetch, inspect
+    from .models import builtin_name, fetch, inspect
 
-    path = fetch(args.path, args.root)
+    path = builtin_name(args.path) or fetch(args.path, args.root)
     print(inspect(path, args.dimension, args.channels).table())
     return 0
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _core
+from .models.builtin import builtin_name
+from .models.inspection import inspect_model
+from .models.store import fetch
 from .parameter_object import ParameterMap, to_parameter_map
 
 _MODES = ("Jacobian", "Static")
@@ -24,8 +27,9 @@ _TRANSFORMS = ("BSplineTransform", "AffineTransform", "EulerTransform", "Similar
 class FeatureModel:
     """One TorchScript feature extractor and how its features are compared (eq. 6 of the paper).
 
-    ``path``: a TorchScript file, or a model-store name (``"MIND/R1D2"``: downloaded once into
-    ``~/.IMPACT/models``).
+    ``path``: a TorchScript file, a built-in extractor (``"MIND/R1D2"``, ``"MIND-SSC/R2D2"``:
+    computed by the component, no file), or a model-store name (``"TS/M730_2_Layers"``: downloaded
+    once into ``~/.IMPACT/models``).
     ``layers``: 0-based indices of the model outputs to use (negative counts from the end).
     ``voxel_size``: mm per voxel at which the model sees the image (isotropic or per axis, x first).
     ``patch_size``: voxels per axis; None = the measured field of view (Jacobian mode) or the whole
@@ -44,27 +48,6 @@ class FeatureModel:
     pca: int = 0
 
 
-@dataclass(frozen=True)
-class ModelOutput:
-    """What ``inspect_model`` measured for one output."""
-
-    index: int
-    channels: int
-    stride: tuple[int, ...]
-    field_of_view: tuple[int, ...]
-
-
-def inspect_model(path: str | Path, dimension: int, channels: int = 1) -> list[ModelOutput]:
-    """Runs the model once on a random probe; per output its channels, stride and field of view (x first)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    return [
-        ModelOutput(o["output"], o["channels"], tuple(o["stride"]), tuple(o["field_of_view"]))
-        for o in _core.inspect_model(str(path), dimension, channels)
-    ]
-
-
 def _axes(value: float | Sequence[float], dimension: int, name: str) -> list[float]:
     values = [float(value)] * dimension if isinstance(value, int | float) else [float(v) for v in value]
     if len(values) != dimension:
@@ -80,10 +63,10 @@ def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) ->
     """Per-level text entries of one model (ModelsPath, PatchSize, ... one value per level)."""
     if model.distance not in _DISTANCES:
         raise ValueError(f"distance {model.distance!r} is not one of {', '.join(_DISTANCES)}")
-    from .models.store import fetch
-
-    path = fetch(str(model.path))  # a file, or a model-store name such as "TS/M730_2_Layers"
-    outputs = inspect_model(path, model.dimension, model.channels)
+    # A built-in extractor ("MIND/R1D2"), a file, or a model-store name such as "TS/M730_2_Layers".
+    builtin = builtin_name(model.path)
+    path = fetch(str(model.path)) if builtin is None else None
+    outputs = inspect_model(builtin or path, model.dimension, model.channels)
     n = len(outputs)
     chosen = sorted({i % n for i in model.layers if -n <= i < n})
     if len(chosen) != len(set(model.layers)) or not chosen:
@@ -99,7 +82,7 @@ def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) ->
     voxel = _axes(model.voxel_size, model.dimension, "voxel_size")
     mask = "".join("1" if i in chosen else "0" for i in range(n))
     entries = {
-        "ModelsPath": str(path.resolve()),
+        "ModelsPath": builtin or str(path.resolve()),
         "Dimension": str(model.dimension),
         "NumberOfChannels": str(model.channels),
         "PatchSize": _size_text(patch),

@@ -1,6 +1,7 @@
 // The numerical kernels: cubic B-spline prefilter and sampling, feature distances.
 #include "core/BSpline.h"
 #include "core/Distances.h"
+#include "core/Mind.h"
 #include "core/PatchSampler.h"
 #include "geometry.h"
 
@@ -68,4 +69,18 @@ bind_kernels(py::module_ & m)
     py::arg("moving"),
     "Mean IMPACT distance between features (N, C, *spatial); differentiable.");
   m.def("distance_names", &impact::distanceNames);
+  m.def(
+    "mind",
+    [](const torch::Tensor & x, const std::string & name) {
+      const auto spec = impact::builtinMind(name);
+      if (!spec)
+      {
+        throw py::value_error("\"" + name + "\" is not a built-in model name (MIND/R<r>D<d> or MIND-SSC/R<r>D<d>)");
+      }
+      return impact::mind(x, *spec).at(0);
+    },
+    py::arg("x"),
+    py::arg("name"),
+    "The built-in MIND / MIND-SSC descriptor (name \"MIND/R1D2\", \"MIND-SSC/R2D2\", ...) of x (N, C, *spatial), "
+    "2 or 3 spatial axes: (N, C*K, *spatial); differentiable.");
 }

@@ -1,5 +1,7 @@
 #include "Config.h"
 
+#include "Mind.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <cmath>
@@ -256,16 +258,26 @@ readModels(const Reader & reader, const std::string & prefix)
   std::string spacesHint;
   if (paths->seedSpelling && files.size() > 1)
   {
+    auto isModel = [](const std::string & path) {
+      try
+      {
+        return std::filesystem::is_regular_file(path) || builtinMind(path).has_value();
+      }
+      catch (const std::runtime_error &)
+      {
+        return false;
+      }
+    };
     std::vector<std::string> joined;
     for (size_t i = 0; i < files.size();)
     {
       size_t j = i;
       auto   candidate = files[i];
-      while (!std::filesystem::is_regular_file(candidate) && j + 1 < files.size())
+      while (!isModel(candidate) && j + 1 < files.size())
       {
         candidate += " " + files[++j];
       }
-      if (!std::filesystem::is_regular_file(candidate))
+      if (!isModel(candidate))
       {
         joined.clear();
         break;

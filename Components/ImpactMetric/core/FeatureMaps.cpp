@@ -95,6 +95,21 @@ struct OutputPlacement
   torch::Tensor        sum;        // (C, planes * grid voxels): weighted sum of tile outputs
   torch::Tensor        weight;     // (planes * grid voxels): sum of the weights
   torch::Tensor        tileWeight; // (tile output voxels): favours tile centres
+  bool                 wholePlane{}; // one tile per plane: the weights are 1
+
+  // Whether a tile's output is the whole output grid, as when the whole image goes through at once.
+  bool
+  coversPlane() const
+  {
+    for (size_t a = 0; a < gridSize.size(); ++a)
+    {
+      if (!wholePlane || tileOutput[a] != gridSize[a] || shift[a] != 0)
+      {
+        return false;
+      }
+    }
+    return true;
+  }
 };
 
 // Input voxels per output voxel along each model axis (x first), of the model's coarsest selected
@@ -173,42 +188,6 @@ computeFeatureMaps(const Model &          model,
     return outs;
   };
 
-  // The first batch's outputs tell each output's channels, size and stride (no separate probe run:
-  // for a whole image, that would be a second forward pass over it).
-  std::vector<OutputPlacement> placements;
-  auto place = [&](const std::vector<torch::Tensor> & first) {
-    for (int k = 0; k < static_cast<int>(first.size()); ++k)
-    {
-      if (spec.layersMask.at(k) != '1')
-      {
-        continue;
-      }
-      OutputPlacement out;
-      out.output = k;
-      out.channels = first[k].size(1);
-      int64_t gridVoxels = 1;
-      out.tileWeight = torch::ones({ 1 }, torch::kFloat32);
-      for (int a = d - 1; a >= 0; --a) // tensor order for the weights
-      {
-        out.tileWeight =
-          (out.tileWeight.unsqueeze(1) * tileWeights(first[k].size(2 + (d - 1 - a))).unsqueeze(0)).reshape({ -1 });
-      }
-      for (int a = 0; a < d; ++a)
-      {
-        const auto o = first[k].size(1 + d - a);
-        const auto s = std::max<int64_t>(1, std::llround(static_cast<double>(tile[a]) / o));
-        out.tileOutput.push_back(o);
-        out.stride.push_back(s);
-        out.gridSize.push_back((planeSize[a] + s - 1) / s);
-        out.shift.push_back(std::llround((tile[a] - o * s) / (2.0 * s)));
-        gridVoxels *= out.gridSize.back();
-      }
-      out.sum = torch::zeros({ out.channels, planeCount * gridVoxels }, torch::kFloat32);
-      out.weight = torch::zeros({ planeCount * gridVoxels }, torch::kFloat32);
-      placements.push_back(std::move(out));
-    }
-  };
-
   // Jobs: every (plane, tile start); tiles overlap by about half and are blended.
   // Tile starts are multiples of the model's stride, so that tiles' output grids coincide.
   const auto                        stride = modelStride(model, spec, context);
@@ -241,6 +220,50 @@ computeFeatureMaps(const Model &          model,
       tileStart[t][a] = starts[t][a];
     }
   }
+  // The first batch's outputs tell each output's channels, size and stride (no separate probe run:
+  // for a whole image, that would be a second forward pass over it).
+  std::vector<OutputPlacement> placements;
+  auto place = [&](const std::vector<torch::Tensor> & first) {
+    for (int k = 0; k < static_cast<int>(first.size()); ++k)
+    {
+      if (spec.layersMask.at(k) != '1')
+      {
+        continue;
+      }
+      OutputPlacement out;
+      out.output = k;
+      out.channels = first[k].size(1);
+      int64_t gridVoxels = 1;
+      out.tileWeight = torch::ones({ 1 }, torch::kFloat32);
+      for (int a = d - 1; a >= 0; --a) // tensor order for the weights
+      {
+        out.tileWeight =
+          (out.tileWeight.unsqueeze(1) * tileWeights(first[k].size(2 + (d - 1 - a))).unsqueeze(0)).reshape({ -1 });
+      }
+      for (int a = 0; a < d; ++a)
+      {
+        const auto o = first[k].size(1 + d - a);
+        const auto s = std::max<int64_t>(1, std::llround(static_cast<double>(tile[a]) / o));
+        out.tileOutput.push_back(o);
+        out.stride.push_back(s);
+        out.gridSize.push_back((planeSize[a] + s - 1) / s);
+        out.shift.push_back(std::llround((tile[a] - o * s) / (2.0 * s)));
+        gridVoxels *= out.gridSize.back();
+      }
+      out.wholePlane = tilesPerPlane == 1;
+      if (out.coversPlane())
+      {
+        out.sum = torch::empty({ planeCount * gridVoxels, out.channels }, torch::kFloat32); // channels last
+      }
+      else
+      {
+        out.sum = torch::zeros({ out.channels, planeCount * gridVoxels }, torch::kFloat32);
+        out.weight = torch::zeros({ planeCount * gridVoxels }, torch::kFloat32);
+      }
+      placements.push_back(std::move(out));
+    }
+  };
+
   const int64_t jobsTotal = planeCount * tilesPerPlane;
   // Tiles (and slices) go through the model in batches, unless its outputs depend on the batch.
   const int64_t perBatch = model.mixesBatch(spec) ? 1 : std::max<int64_t>(1, maxBatchVoxels / tileVoxels);
@@ -250,14 +273,30 @@ computeFeatureMaps(const Model &          model,
     const auto jobs = torch::arange(first, std::min(jobsTotal, first + perBatch), torch::kLong);
     const auto plane = jobs.div(tilesPerPlane, "floor");
     const auto start = tileStart.index_select(0, jobs.remainder(tilesPerPlane));
-    const auto input = boxIndices(tile, planeSize, start).first + (plane * planeVoxels).unsqueeze(1);
-    const auto results = run(flatPlanes.index_select(0, input.reshape({ -1 })).view({ jobs.size(0), -1 }));
+    torch::Tensor tiles; // (J, tile voxels)
+    if (tilesPerPlane == 1 && tileVoxels == planeVoxels)
+    {
+      tiles = planes.narrow(0, first, jobs.size(0)).reshape({ jobs.size(0), -1 });
+    }
+    else
+    {
+      const auto input = boxIndices(tile, planeSize, start).first + (plane * planeVoxels).unsqueeze(1);
+      tiles = flatPlanes.index_select(0, input.reshape({ -1 })).view({ jobs.size(0), -1 });
+    }
+    const auto results = run(tiles);
     if (placements.empty())
     {
       place(results);
     }
     for (auto & out : placements)
     {
+      if (out.coversPlane())
+      {
+        // One tile per plane whose output is the output grid: nothing to blend (the weights cancel).
+        const auto r = results.at(out.output).reshape({ jobs.size(0), out.channels, -1 }).transpose(1, 2);
+        out.sum.view({ planeCount, -1, out.channels }).narrow(0, first, jobs.size(0)).copy_(r);
+        continue;
+      }
       // Tile output j lands on output index start / stride + shift + j; keep what falls inside.
       auto outStart = start.clone();
       for (int a = 0; a < d; ++a)
@@ -285,9 +324,12 @@ computeFeatureMaps(const Model &          model,
   {
     FeatureMap map;
     // (C, planes, *grid) -> channels last: (*grid, C) or, slice by slice, (planes, *grid, C).
-    std::vector<int64_t> shape{ out.channels, planeCount };
+    std::vector<int64_t> shape{ planeCount };
     shape.insert(shape.end(), out.gridSize.rbegin(), out.gridSize.rend());
-    auto features = out.sum.div_(out.weight.clamp_min(1e-12)).view(shape).movedim(0, -1);
+    shape.push_back(out.channels);
+    auto features = out.coversPlane()
+                      ? out.sum.view(shape) // already channels last
+                      : out.sum.div_(out.weight.clamp_min(1e-12)).view({ out.channels, -1 }).t().reshape(shape);
     map.features = (slices ? features : features[0]).contiguous();
     out.sum = torch::Tensor(); // free the blending buffer before the next output is finished
     map.geometry = image.geometry;
@@ -300,7 +342,8 @@ computeFeatureMaps(const Model &          model,
     }
     const auto origin = image.geometry.indexToWorld(torch::tensor(firstIndex, torch::kFloat64).unsqueeze(0))[0];
     map.geometry.origin = std::vector<double>(origin.data_ptr<double>(), origin.data_ptr<double>() + imageDim);
-    if (!torch::isfinite(map.features).all().item<bool>())
+    // A sum is finite when every term is (in float64 no finite float32 sum overflows): one pass, no mask.
+    if (!std::isfinite(map.features.sum(torch::kFloat64).item<double>()))
     {
       throw std::runtime_error("model \"" + spec.path + "\" returned NaN or Inf features in output " +
                                std::to_string(out.output + 1) + " (Static mode feature map)");

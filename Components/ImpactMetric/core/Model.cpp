@@ -1,5 +1,6 @@
 #include "Model.h"
 
+#include "Mind.h"
 #include "Precision.h"
 
 #include <fstream>
@@ -54,7 +55,14 @@ Model::Model(const std::string & path, torch::Device device)
 {
   if (!std::ifstream(path).good())
   {
-    throw std::runtime_error("model file \"" + path + "\" does not exist or cannot be read");
+    m_Mind = builtinMind(path);
+    if (!m_Mind)
+    {
+      throw std::runtime_error("model file \"" + path +
+                               "\" does not exist or cannot be read (built-in models: MIND/R<r>D<d>, "
+                               "MIND-SSC/R<r>D<d>, e.g. MIND/R1D2)");
+    }
+    return;
   }
   try
   {
@@ -88,7 +96,19 @@ Model::Model(const std::string & path, torch::Device device)
 std::vector<torch::Tensor>
 Model::forward(const torch::Tensor & x, const ModelContext & context) const
 {
-  std::vector<torch::IValue> inputs{ x.to(m_Device) };
+  if (m_Mind)
+  {
+    const AutocastScope autocast(m_Device, context.autocast);
+    auto                outputs = mind(x.to(m_Device, torch::kFloat32), *m_Mind);
+    outputs[0] = outputs[0].to(torch::kFloat32);
+    return outputs;
+  }
+  // Channels-last inputs let oneDNN pick its faster convolution layouts (a quarter off a 3D
+  // nnU-Net stage on the CPU, same numbers); a model that cannot take them gets contiguous ones.
+  const bool channelsLast = (x.dim() == 4 || x.dim() == 5) && !m_ChannelsLastFails.load();
+  std::vector<torch::IValue> inputs{ channelsLast ? x.to(m_Device).contiguous(x.dim() == 4 ? at::MemoryFormat::ChannelsLast
+                                                                                         : at::MemoryFormat::ChannelsLast3d)
+                                                  : x.to(m_Device) };
   if (m_ExtraArguments >= 1)
   {
     inputs.emplace_back(torch::tensor(static_cast<int16_t>(context.numberOfLayers), torch::kInt16).to(m_Device));
@@ -106,6 +126,11 @@ Model::forward(const torch::Tensor & x, const ModelContext & context) const
   }
   catch (const std::exception & e)
   {
+    if (channelsLast)
+    {
+      m_ChannelsLastFails = true;
+      return forward(x, context);
+    }
     throw std::runtime_error("model \"" + m_Path + "\" failed on an input of shape " + shapeText(x.sizes().vec()) +
                              ": " + firstLine(e.what()));
   }

@@ -3,9 +3,11 @@
 #pragma once
 
 #include "Config.h"
+#include "Mind.h"
 
 #include <torch/script.h>
 
+#include <atomic>
 #include <map>
 #include <optional>
 #include <memory>
@@ -29,7 +31,9 @@ struct ModelContext
 class Model
 {
 public:
-  /** Loads a TorchScript file onto `device`; throws std::runtime_error naming the file and the cause. */
+  /** Loads a TorchScript file onto `device`, or, when no file exists at `path` and it names one
+   *  ("MIND/R1D2", "MIND-SSC/R2D2"), the built-in MIND extractor; throws std::runtime_error naming
+   *  the file and the cause. */
   Model(const std::string & path, torch::Device device);
 
   const std::string &
@@ -70,7 +74,9 @@ public:
 private:
   std::string                        m_Path;
   torch::Device                      m_Device;
-  std::shared_ptr<torch::jit::Module> m_Module;
+  std::shared_ptr<torch::jit::Module> m_Module; // null for a built-in extractor
+  std::optional<MindSpec>             m_Mind;
+  mutable std::atomic<bool>           m_ChannelsLastFails{ false };
   int                                m_ExtraArguments{ 0 };
   mutable std::mutex                 m_FieldOfViewMutex;
   mutable std::map<std::string, std::vector<int64_t>> m_FieldOfView;

@@ -76,7 +76,7 @@ def _output_channels(model: str, cwd: Path) -> int:
     """Channels over all outputs of a model file (relative paths: against elastix's working folder)."""
     path = Path(model) if Path(model).is_absolute() else cwd / model
     try:
-        from ..models.inspect import inspect
+        from ..models.inspection import inspect
 
         return sum(o.channels for o in inspect(path).outputs)
     except Exception:  # not visible here, not loadable here: the workers will say; estimate generously

@@ -1,19 +1,30 @@
-"""Feature extractors for IMPACT: MIND descriptors, export of any PyTorch module, inspection,
-the model store (``~/.IMPACT/models``, the public IMPACT model repository's names)."""
+"""Feature extractors for IMPACT: MIND descriptors (TorchScript and built in), export of any
+PyTorch module, inspection, the model store (``~/.IMPACT/models``, the public IMPACT model
+repository's names).
+
+``inspect`` and ``ModelInfo`` load on first use: they run the component's own model check, so they
+load its extension (``_core``); nothing else here does.
+"""
 
 from __future__ import annotations
 
-from .export import export
-from .inspect import ModelInfo, inspect, read_metadata
+import importlib
+from typing import Any
+
+from .archive import read_metadata
+from .builtin import builtin_name
+from .export import export, export_mind
 from .mind import MIND, VARIANTS, field_of_view, mind_model
 from .store import ModelNotAvailableError, ModelStore, fetch
 
+_LAZY = {"ModelInfo": "inspection", "inspect": "inspection"}
 __all__ = [
     "MIND",
     "VARIANTS",
     "ModelInfo",
     "ModelNotAvailableError",
     "ModelStore",
+    "builtin_name",
     "export",
     "export_mind",
     "fetch",
@@ -24,11 +35,11 @@ __all__ = [
 ]
 
 
-def export_mind(path: str, variant: str = "R1D2", dimension: int = 3, ssc: bool = False) -> str:
-    """Writes a MIND (or MIND-SSC) TorchScript model; returns the path.
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'impact_elastix.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
 
-    MIND is invariant to affine intensity changes, so it is recorded as needing no preprocessing."""
-    from .mind import MIND, parse_variant
 
-    radius, dilation = parse_variant(variant)
-    return str(export(MIND(dimension, radius, dilation, ssc), dimension, 1, path, example_size=16))
+def __dir__() -> list[str]:
+    return __all__

@@ -187,3 +187,13 @@ def _check(path: Path, eager: nn.Module, dimension: int, channels: int, size: in
                 f"(shapes {tuple(a.shape)} vs {tuple(b.shape)}); the trace probably fixed a size: "
                 "make the module scriptable, or pass example_size equal to the size you will use"
             )
+
+
+def export_mind(path: str, variant: str = "R1D2", dimension: int = 3, ssc: bool = False) -> str:
+    """Writes a MIND (or MIND-SSC) TorchScript model; returns the path.
+
+    MIND is invariant to affine intensity changes, so it is recorded as needing no preprocessing."""
+    from .mind import MIND, parse_variant
+
+    radius, dilation = parse_variant(variant)
+    return str(export(MIND(dimension, radius, dilation, ssc), dimension, 1, path, example_size=16))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..digest import sha256_file
-from .inspect import torchscript_members
+from .archive import torchscript_members
 
 REPOSITORY = "VBoussot/impact-torchscript-models"
 

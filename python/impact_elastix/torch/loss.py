@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.inspect import input_signature
+from ..models.archive import input_signature
 from .distances import NAMES, distance
 
 
@@ -152,7 +152,7 @@ def _load(model: str | Path | nn.Module) -> tuple[nn.Module, dict | None]:
     """A model object and its impact.json (None for nn.Module objects and files without one)."""
     if isinstance(model, nn.Module):
         return model, None
-    from ..models.inspect import read_metadata, torchscript_members
+    from ..models.archive import read_metadata, torchscript_members
     from ..models.store import fetch
 
     path = fetch(str(model))

@@ -8,15 +8,35 @@ measured as the gradient support of a centre voxel, i.e. the minimal valid Jacob
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..impact_map import ModelOutput, inspect_model
-from .export import METADATA
+from .. import _core
+from .archive import input_signature, read_metadata
+from .builtin import builtin_name
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What ``inspect_model`` measured for one output."""
+
+    index: int
+    channels: int
+    stride: tuple[int, ...]
+    field_of_view: tuple[int, ...]
+
+
+def inspect_model(path: str | Path, dimension: int, channels: int = 1) -> list[ModelOutput]:
+    """Runs the model once on a random probe; per output its channels, stride and field of view (x first)."""
+    name = builtin_name(path)
+    if name is None and not Path(path).is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    return [
+        ModelOutput(o["output"], o["channels"], tuple(o["stride"]), tuple(o["field_of_view"]))
+        for o in _core.inspect_model(name or str(path), dimension, channels)
+    ]
 
 
 @dataclass(frozen=True)
@@ -45,50 +65,11 @@ class ModelInfo:
         return "\n".join([head, *rows, f"minimal Jacobian PatchSize: {patch}", f"preprocessing: {prep}"])
 
 
-def torchscript_members(path: Path) -> list[str]:
-    """The archive's member names; raises ValueError unless the file is a TorchScript archive.
-
-    A TorchScript file is a zip holding compiled code (``*/code/``) next to its tensors; a plain
-    ``torch.save`` checkpoint has no code and would need unpickling, which we never do.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as error:
-        raise ValueError(f"{path} is not a TorchScript file (not a zip archive: {error})") from None
-    if bad is not None:
-        raise ValueError(f"{path} is corrupt: member {bad} fails its CRC check")
-    if not any("/code/" in n for n in names):
-        raise ValueError(
-            f"{path} is not a TorchScript file (no compiled code inside; a torch.save checkpoint?). "
-            "Export it with impact_elastix.models.export or torch.jit.script(...).save()"
-        )
-    return names
-
-
-def read_metadata(path: str | Path) -> dict | None:
-    """The ``impact.json`` that ``export`` stored, read from the archive without loading the model."""
-    path = Path(path)
-    names = torchscript_members(path)
-    member = next((n for n in names if n.endswith(f"/extra/{METADATA}")), None)
-    if member is None:
-        return None
-    with zipfile.ZipFile(path) as archive:
-        return json.loads(archive.read(member))
-
-
-def input_signature(model: torch.nn.Module) -> tuple[int, int] | None:
-    """(dimension, channels) from the model's first parameter when it is a 2D/3D convolution
-    weight (O, I, *kernel): the input layer. None otherwise (e.g. MIND, which has no weights)."""
-    first = next(iter(model.parameters()), None)
-    if first is None or first.dim() not in (4, 5):
-        return None
-    return first.dim() - 2, int(first.shape[1])
-
-
 def inspect(path: str | Path, dimension: int | None = None, channels: int | None = None) -> ModelInfo:
     """Dimension, input channels and per-output channels / stride / measured field of view."""
+    builtin = builtin_name(path)
+    if builtin is not None:  # MIND is defined for one channel in 2D and 3D
+        return ModelInfo(Path(builtin), dimension or 3, 1, inspect_model(builtin, dimension or 3, 1), None)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
