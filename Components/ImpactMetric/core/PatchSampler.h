@@ -34,6 +34,11 @@ struct PatchLayout
 torch::Tensor
 randomPlanes(int64_t n, torch::Generator & generator);
 
+/** Axes of N planes, each one of the three axis planes of an image with this direction matrix
+ *  (row-major 3x3) drawn at random: (N, 2, 3) float64, the two in-plane image axes in ITK order. */
+torch::Tensor
+principalPlanes(int64_t n, const std::vector<double> & direction, torch::Generator & generator);
+
 /** The first d columns of a (D, D) row-major direction matrix, as (d, D) rows: the image's own axes. */
 torch::Tensor
 imageAxes(const std::vector<double> & direction, int d);
