@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from impact_elastix import _core
 
 SEED = {
@@ -89,9 +90,22 @@ def test_fixed_and_moving_models() -> None:
     assert c["fixed_models"][0]["patch_size"] == [5, 5, 5] and c["moving_models"][0]["patch_size"] == [7, 7, 7]
 
 
-def test_subset_features_zero_means_all_channels() -> None:
+def test_subset_features_zero_means_all_channels(lung_crop: tuple, m730: Path) -> None:
     (layer,) = _core.parse_level({"ModelsPath": ["m.pt"], "SubsetFeatures": ["0"]}, 0)["layers"]
     assert layer["subset_features"] == 0
+    # In the engine: every call compares all 32 channels of M730, as "32" does; "4" draws subsets.
+    fixed, fixed_geometry, moving, moving_geometry = lung_crop
+    x = torch.tensor([[-80.0, -50.0, -1300.0], [-75.0, -55.0, -1295.0]], dtype=torch.float64)
+
+    def values(subset: str) -> list[float]:
+        params = {"ModelsPath": [str(m730)], "SubsetFeatures": [subset]}
+        e = _core.Engine(params, 0, fixed, fixed_geometry, moving, moving_geometry)
+        return [e.evaluate(x, x + 1.0, False)[0] for _ in range(3)]
+
+    every, thirty_two, four = values("0"), values("32"), values("4")
+    assert every[0] == every[1] == every[2]
+    assert every == pytest.approx(thirty_two, rel=1e-6)
+    assert len(set(four)) > 1  # subsets of 4 of the 32 channels change from call to call
 
 
 def test_known_names_cover_both_spellings() -> None:

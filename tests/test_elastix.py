@@ -134,8 +134,9 @@ def test_elastix_531_spelling_and_feature_maps(tmp_path: Path, lung: object, m73
     ],
 )
 def test_bad_maps_stop_elastix_with_a_clear_message(
-    tmp_path: Path, lung: object, m730: Path, change: dict, message: str
+    tmp_path: Path, lung: object, m730: Path, change: dict, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # elastix's working directory: where a folder "true" would appear
     metric = impact_metric(m730)
     metric.update(change)
     params = lung_map(tmp_path, metric, iterations=2, resolutions=1)

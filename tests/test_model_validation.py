@@ -120,6 +120,9 @@ def test_mixed_precision_on_a_cpu_without_bfloat16_warns_and_runs_in_float32(
     x = torch.tensor([[-80.0, -50.0, -1300.0]], dtype=torch.float64)  # inside the crop
     value, gradient = e.evaluate(x, x + 1.0)
     assert gradient.dtype == torch.float64 and torch.isfinite(gradient).all()
+    # float32 indeed: the same numbers as without UseMixedPrecision, bit for bit.
+    value32, gradient32 = engine({"ModelsPath": [str(m730)]}, lung_crop).evaluate(x, x + 1.0)
+    assert value == value32 and torch.equal(gradient, gradient32)
 
 
 def test_model_checks_leave_torch_global_rng_alone(lung_crop: tuple, m730: Path) -> None:
