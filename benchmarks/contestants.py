@@ -133,7 +133,7 @@ def contestants(case: Case, reference_prefix: Path | None, levels: int) -> list[
         for mode in case.modes.get(label, ("Jacobian", "Static")):
             out.append(ours(case, label, model, mode, levels))
             if mode == "Jacobian" and _model_setup(model)[0] < case.dimension:  # the other plane policy
-                out.append(ours(case, label, model, mode, levels, planes="Oblique"))
+                out.append(ours(case, label, model, mode, levels, planes="Principal"))
             if case.mixed_precision:  # bfloat16 on CPUs that have it, float32 (and a log line) elsewhere
                 out.append(ours(case, label, model, mode, levels, mixed=True))
             if reference_prefix is not None and builtin_name(model) is None:  # 5.3.1 needs a file

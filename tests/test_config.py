@@ -171,3 +171,11 @@ def test_model_paths_with_spaces(tmp_path: Path) -> None:
     hint = r"expected 3 value\(s\).*read as 3 models separated by spaces.*ImpactModelsPath0"
     with pytest.raises(ValueError, match=hint):
         _core.parse_level({"ModelsPath": [missing], "Dimension": ["3"]}, 0)
+
+
+def test_plane_sampling() -> None:
+    base = {"ModelsPath": ["m.pt"], "Dimension": ["2"], "PatchSize": ["7*7"], "VoxelSize": ["1*1"]}
+    assert _core.parse_level(base, 0)["plane_sampling"] == "Oblique"
+    assert _core.parse_level(base | {"PlaneSampling": ["Principal"]}, 0)["plane_sampling"] == "Principal"
+    with pytest.raises(ValueError, match=r'\(PlaneSampling "Diagonal"\): unknown plane sampling; allowed: Principal'):
+        _core.parse_level(base | {"PlaneSampling": ["Diagonal"]}, 0)

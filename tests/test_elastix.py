@@ -69,6 +69,35 @@ def test_masks_multi_model_and_2d_model_on_3d(tmp_path: Path, lung: object, m730
     assert landmark_tre(lung, transform).mean() < landmark_tre(lung, lung.affine).mean()
 
 
+def test_two_impact_metrics_are_configured_by_their_component_labels(tmp_path: Path, lung: object, m730: Path) -> None:
+    """(Metric "Impact" "Impact"): Metric0*/Metric1* parameters go to their own metric, the plain
+    names to both, as for every elastix metric."""
+    metric = impact_metric(m730)  # shared: Mode, Distance, VoxelSize, ...
+    metric.update(
+        {
+            "Metric": ["Impact", "Impact"],
+            "Metric0Weight": 1.0,
+            "Metric1Weight": 0.5,
+            "Metric1ModelsPath": "MIND/R1D2",
+            "Metric1PatchSize": "7*7*7",
+            "Metric1SubsetFeatures": "0",
+        }
+    )
+    params = bspline_map(metric, iterations=5, resolutions=1)
+    params["Registration"] = "MultiMetricMultiResolutionRegistration"
+    path = write_parameter_map(tmp_path / "params.txt", params)
+    transform = register(lung, path, tmp_path)
+    assert transform.exists()
+    log = (tmp_path / "elastix.log").read_text()
+    assert f'IMPACT: model "{m730}" output 1: 32 channels, field of view 5*5*5' in log
+    assert 'IMPACT: model "MIND/R1D2" output 1: 6 channels, field of view 7*7*7' in log
+    # A bad value under one label names that metric.
+    params["Metric1Distance"] = "L3"
+    path = write_parameter_map(tmp_path / "bad.txt", params)
+    with pytest.raises(ElastixError, match=r"(?s)IMPACT \(Metric1\) parameter error.*unknown distance"):
+        register(lung, path, tmp_path / "bad")
+
+
 def test_fixed_and_moving_specific_models(tmp_path: Path, lung: object, m730: Path, mind2d: Path) -> None:
     metric = impact_metric(m730, mode="Static", patch_size="0*0*0")
     del metric["ModelsPath"]

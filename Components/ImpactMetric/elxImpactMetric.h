@@ -16,7 +16,10 @@ using ImpactSemanticMetricFor = itk::ImpactSemanticMetric<typename MetricBase<TE
  * \brief IMPACT: similarity of deep features of pretrained TorchScript models.
  *
  * The parameters are read per resolution level, under the seed's names or elastix 5.3.1's
- * Impact-prefixed, level-suffixed names (ImpactModelsPath0, ImpactPatchSize0, ...).
+ * Impact-prefixed, level-suffixed names (ImpactModelsPath0, ImpactPatchSize0, ...). As for every
+ * elastix metric, a name prefixed with the component label is read first, so that several Impact
+ * metrics in one map are configured apart: (Metric "Impact" "Impact") with Metric0ModelsPath,
+ * Metric1ModelsPath, Metric1Mode, ...
  *
  * \parameter Metric: Select this metric as follows:\n
  *   <tt>(Metric "Impact")</tt>
@@ -32,7 +35,8 @@ using ImpactSemanticMetricFor = itk::ImpactSemanticMetric<typename MetricBase<TE
  *   image slice by slice along its third axis (Static).
  * \parameter PlaneSampling: Jacobian mode, 2D models on 3D images: "Principal" (one of the image's
  *   three axis planes per sample, at random) or "Oblique" (a uniformly random orientation per
- *   sample). Default: Principal (the more accurate of the two on the BrainWeb benchmark; README).
+ *   sample). Default: Oblique (README: the two are within a few hundredths of a mm of each other on
+ *   the BrainWeb and lung benchmarks).
  * \parameter NumberOfChannels: input channels of each model; the image is replicated. Default: 1.
  * \parameter PatchSize: patch size in voxels per model, as "5*5*5"; at least the field of view of the
  *   selected layers. "0*0*0" in Static mode runs the whole image. Default: 5*5*5.

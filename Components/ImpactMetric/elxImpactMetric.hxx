@@ -47,13 +47,19 @@ ImpactMetric<TElastix>::BeforeEachResolution()
   const Configuration & configuration = itk::Deref(ElastixMetric::GetConfiguration());
   const unsigned int    level = this->m_Registration->GetAsITKBaseType()->GetCurrentLevel();
 
-  const impact::ParameterLookup lookup = [&configuration](const std::string & name)
-    -> std::optional<std::vector<std::string>> {
-    if (!configuration.HasParameter(name))
+  // As every elastix metric: "<label><name>" first (Metric0ModelsPath, ... when a map combines
+  // several metrics, e.g. (Metric "Impact" "Impact")), then the plain name.
+  const std::string             label = BaseComponent::GetComponentLabel();
+  const impact::ParameterLookup lookup =
+    [&configuration, &label](const std::string & name) -> std::optional<std::vector<std::string>> {
+    for (const auto & spelled : { label + name, name })
     {
-      return std::nullopt;
+      if (configuration.HasParameter(spelled))
+      {
+        return *configuration.template RetrieveValuesOfParameter<std::string>(spelled);
+      }
     }
-    return *configuration.template RetrieveValuesOfParameter<std::string>(name);
+    return std::nullopt;
   };
   try
   {
@@ -61,7 +67,7 @@ ImpactMetric<TElastix>::BeforeEachResolution()
   }
   catch (const impact::ParameterError & e)
   {
-    itkExceptionMacro("IMPACT parameter error at resolution " << level << ": " << e.what());
+    itkExceptionMacro("IMPACT (" << label << ") parameter error at resolution " << level << ": " << e.what());
   }
 
   impact::Engine::Options options;

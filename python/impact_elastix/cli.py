@@ -82,10 +82,8 @@ def _register(args: argparse.Namespace) -> int:
         from .presets import PRESETS
 
         if not args.model:
-            raise SystemExit("--preset needs --model (and --mind for mr-ct)")
-        extra = {"mind": args.mind} if args.preset == "mr-ct" else {}
-        if args.preset == "mr-ct" and not args.mind:
-            raise SystemExit("--preset mr-ct needs --mind MIND.pt as well as --model")
+            raise SystemExit("--preset needs --model")
+        extra = {"mind": args.mind} if args.preset == "mr-ct" and args.mind else {}
         maps = [PRESETS[args.preset](args.model, **extra)]
         write_parameter_file(maps[0], out / f"{args.preset}.txt")
         print(f"parameter map: {out / (args.preset + '.txt')}", file=sys.stderr)
@@ -168,9 +166,7 @@ def _preset(args: argparse.Namespace) -> int:
     from .parameter_object import format_parameter_map
     from .presets import PRESETS
 
-    extra = {"mind": args.mind} if args.name == "mr-ct" else {}
-    if args.name == "mr-ct" and not args.mind:
-        raise SystemExit("mr-ct needs --mind MIND.pt")
+    extra = {"mind": args.mind} if args.name == "mr-ct" and args.mind else {}
     text = format_parameter_map(PRESETS[args.name](args.model, **extra))
     if args.o:
         Path(args.o).write_text(text)
@@ -282,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--threads", type=int, help="number of threads (elastix and torch)")
     reg.add_argument("--preset", choices=sorted(PRESETS), help="a recommended IMPACT set-up instead of -p")
     reg.add_argument("--model", help="TorchScript model for --preset")
-    reg.add_argument("--mind", help="MIND TorchScript model for --preset mr-ct")
+    reg.add_argument("--mind", help="MIND model for --preset mr-ct (default: the built-in MIND/R1D2)")
     verbosity = reg.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true", help="show elastix's full console output")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -333,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("preset", help="write a recommended IMPACT parameter map")
     pre.add_argument("name", choices=sorted(PRESETS))
     pre.add_argument("--model", required=True, help="TorchScript segmentation-network model")
-    pre.add_argument("--mind", help="MIND TorchScript model (mr-ct)")
+    pre.add_argument("--mind", help="MIND model for mr-ct (default: the built-in MIND/R1D2)")
     pre.add_argument("-o", help="output file (default: standard output)")
     pre.set_defaults(run=_preset)
 

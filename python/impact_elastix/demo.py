@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import Progress
 from .lung import landmark_tre, lung_case, register
 from .maps import bspline_map, impact_metric, write_parameter_map
+from .parameter_object import read_parameter_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Lung CT pair: {case.fixed.name} (fixed), {case.moving.name} (moving); model {model.name}")
     print(f"Parameter map: {params}")
     start = time.perf_counter()
-    transform = register(case, params, args.out, verbose=True)
+    # One progress line per level on the console; elastix's own log goes to a file.
+    progress = Progress([read_parameter_file(params)])
+    transform = register(case, params, args.out, on_line=progress)
     seconds = time.perf_counter() - start
+    print(f"elastix's full log: {args.out / 'elastix.log'}")
     rows = [
         ("no registration", landmark_tre(case, None)),
         ("affine start", landmark_tre(case, case.affine)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,17 @@ def landmark_tre(case: LungCase, transform_parameters: Path | None) -> np.ndarra
     return tre(mapped, case.moving_landmarks)
 
 
-def register(case: LungCase, parameter_map: Path, out: Path, *, masks: bool = False, verbose: bool = False) -> Path:
-    """B-spline registration from the affine start; returns the final transform parameter file."""
+def register(
+    case: LungCase,
+    parameter_map: Path,
+    out: Path,
+    *,
+    masks: bool = False,
+    verbose: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> Path:
+    """B-spline registration from the affine start; returns the final transform parameter file.
+    ``on_line`` receives elastix's console lines (progress display)."""
     return run_elastix(
         case.fixed,
         case.moving,
@@ -65,4 +75,5 @@ def register(case: LungCase, parameter_map: Path, out: Path, *, masks: bool = Fa
         fixed_mask=case.fixed_mask if masks else None,
         moving_mask=case.moving_mask if masks else None,
         verbose=verbose,
+        on_line=on_line,
     )

@@ -37,7 +37,7 @@ def ct_cbct(
 
 def mr_ct(
     model: str | Path,
-    mind: str | Path,
+    mind: str | Path = "MIND/R1D2",
     *,
     layers: tuple[int, ...] = (-1,),
     voxel_size: float = 1.5,
@@ -46,7 +46,9 @@ def mr_ct(
     iterations: int = 100,
     gpu: int = -1,
 ) -> ParameterMap:
-    """MR/CT: the last (high-level) output with Dice, Static mode, plus MIND (L2, half weight)."""
+    """MR/CT: the last (high-level) output with Dice, Static mode, plus MIND (L2, half weight).
+
+    ``mind``: the component's built-in 3D MIND by default (no file), or a MIND TorchScript file."""
     return impact_parameter_map(
         [
             FeatureModel(model, layers=layers, voxel_size=voxel_size, distance="Dice", subset_features=64),

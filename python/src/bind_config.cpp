@@ -55,6 +55,7 @@ toDict(const impact::LevelConfig & c)
   d["gpu"] = c.gpu;
   d["gpu_fallback"] = c.gpuFallback;
   d["mixed_precision"] = c.mixedPrecision;
+  d["plane_sampling"] = c.planeSampling == impact::PlaneSampling::Principal ? "Principal" : "Oblique";
   d["features_map_update_interval"] = c.featuresMapUpdateInterval;
   d["feature_map_directory"] = c.featureMapDirectory;
   d["maximum_samples"] = c.maximumSamples;

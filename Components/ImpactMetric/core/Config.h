@@ -67,7 +67,7 @@ struct LevelConfig
   int                    gpu{ -1 };
   bool                   gpuFallback{ false };
   bool                   mixedPrecision{ false };
-  PlaneSampling          planeSampling{ PlaneSampling::Principal };
+  PlaneSampling          planeSampling{ PlaneSampling::Oblique };
   int                    featuresMapUpdateInterval{ -1 };
   int64_t                maximumSamples{ 0 }; // sample points used per evaluation, evenly spread; 0 = all
   double                 memoryLimitGB{ 0 };  // what a level may use; 0 = the machine's available memory
