@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from impact_elastix.models.builtin import builtin_name
 
 
 @dataclass
@@ -86,7 +87,14 @@ def model_flops(model: Path, patch: tuple[int, ...], channels: int = 1) -> tuple
     """FLOPs of one patch through the model: (forward, backward to the input), counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = torch.jit.load(str(model), map_location="cpu").eval()
+    name = builtin_name(model)
+    if name is not None:  # the built-in MIND: its TorchScript twin has the same operations
+        from impact_elastix.models.mind import MIND, parse_variant
+
+        radius, dilation = parse_variant(name.split("/")[1])
+        net = MIND(len(patch), radius, dilation, name.startswith("MIND-SSC"))
+    else:
+        net = torch.jit.load(str(model), map_location="cpu").eval()
     for p in net.parameters():
         p.requires_grad_(False)
     batch = 64
