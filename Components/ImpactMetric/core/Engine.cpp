@@ -675,6 +675,10 @@ Engine::computeStaticMaps()
     m_Options.info("IMPACT Static: same images, models and settings as the previous level: feature maps reused");
     return;
   }
+  if (cache)
+  {
+    *cache = StaticCache{}; // the previous level's maps go before this level's are computed
+  }
   const bool keep = !m_Config.featureMapDirectory.empty();
   for (size_t i = 0; i < m_Models.size(); ++i)
   {
