@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from impact_elastix.maps import bspline_map, write_parameter_map
+from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED
 
 from .cases import CASES, Case
 from .contestants import Contestant, contestants
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     case,
                     c,
                     args.work / slug,
-                    121212 + seed,
+                    DEFAULT_RANDOM_SEED + seed,
                     levels,
                     iters,
                     args.samples,

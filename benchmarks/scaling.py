@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from impact_elastix.lung import landmark_tre, lung_case
 from impact_elastix.mha import read_mha, write_mha
+from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED
 
 from .cases import Case, lung
 from .contestants import ours
@@ -58,7 +59,7 @@ def scaling_rows(work: Path, levels: int, iters: int, samples: int, run: Callabl
         for mode, voxel in (("Static", 1.0), ("Jacobian", 1.5)):
             contestant = ours(replace(case, voxel=voxel), "M730", model, mode, levels)
             slug = "".join(ch if ch.isalnum() else "-" for ch in f"scaling-{case.name}-{mode}")
-            row = run(case, contestant, work / slug, 121212, levels, iters, samples, None)
+            row = run(case, contestant, work / slug, DEFAULT_RANDOM_SEED, levels, iters, samples, None)
             log = (work / slug / "elastix.log").read_text(errors="replace") if (work / slug).exists() else ""
             per_level = [float(s) for s in _FEATURE_SECONDS.findall(log)]
             row["voxel_mm"] = voxel

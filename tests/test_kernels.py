@@ -201,3 +201,9 @@ def test_grid_resample_equals_the_point_sampler(shape: tuple[int, ...]) -> None:
     index = torch.stack(list(reversed(grids)), -1).reshape(-1, d)
     expected, _ = _core.bspline_sample(coefficients, index)
     torch.testing.assert_close(values.reshape(-1, shape[-1]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_python_and_the_component_know_the_same_distances() -> None:
+    from impact_elastix.torch.distances import NAMES
+
+    assert tuple(_core.distance_names()) == NAMES

@@ -71,7 +71,7 @@ ImpactMetric<TElastix>::BeforeEachResolution()
   }
 
   impact::Engine::Options options;
-  options.seed = 121212;
+  options.seed = impact::defaultRandomSeed;
   configuration.ReadParameter(options.seed, "RandomSeed", 0, false);
   options.seed += level; // a fresh but reproducible stream per level
   options.info = [](const std::string & message) { log::info(message); };

@@ -16,10 +16,10 @@ from . import _core
 from .models.builtin import builtin_name
 from .models.inspection import inspect_model
 from .models.store import fetch
-from .parameter_object import ParameterMap, to_parameter_map
+from .parameter_object import DEFAULT_RANDOM_SEED, ParameterMap, to_parameter_map
+from .torch.distances import NAMES as DISTANCES
 
 _MODES = ("Jacobian", "Static")
-_DISTANCES = ("L1", "L2", "Cosine", "L1Cosine", "Dice", "NCC", "DotProduct")
 _TRANSFORMS = ("BSplineTransform", "AffineTransform", "EulerTransform", "SimilarityTransform", "TranslationTransform")
 
 
@@ -61,8 +61,8 @@ def _size_text(values: Sequence[float]) -> str:
 
 def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) -> dict[str, list[str]]:
     """Per-level text entries of one model (ModelsPath, PatchSize, ... one value per level)."""
-    if model.distance not in _DISTANCES:
-        raise ValueError(f"distance {model.distance!r} is not one of {', '.join(_DISTANCES)}")
+    if model.distance not in DISTANCES:
+        raise ValueError(f"distance {model.distance!r} is not one of {', '.join(DISTANCES)}")
     # A built-in extractor ("MIND/R1D2"), a file, or a model-store name such as "TS/M730_2_Layers".
     builtin = builtin_name(model.path)
     path = fetch(str(model.path)) if builtin is None else None
@@ -110,7 +110,7 @@ def impact_parameter_map(
     samples: int = 2000,
     gpu: int = -1,
     features_map_update_interval: int = -1,
-    random_seed: int = 121212,
+    random_seed: int = DEFAULT_RANDOM_SEED,
 ) -> ParameterMap:
     """A complete elastix parameter map registering with IMPACT.
 

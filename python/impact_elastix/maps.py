@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .parameter_object import DEFAULT_RANDOM_SEED, format_parameter_map
 from .parameter_object import MapLike as ParameterMap
-from .parameter_object import format_parameter_map
 
 __all__ = ["bspline_map", "format_parameter_map", "impact_metric", "write_parameter_map"]
 
@@ -37,7 +37,7 @@ def bspline_map(metric: ParameterMap, *, resolutions: int = 2, iterations: int =
         "NumberOfSpatialSamples": samples,
         "NewSamplesEveryIteration": True,
         "CheckNumberOfSamples": True,
-        "RandomSeed": 121212,
+        "RandomSeed": DEFAULT_RANDOM_SEED,
         # ASGD's step-size estimation takes one "exact" gradient over this many samples (elastix's
         # default is 100000): each is a patch through the network, and a few thousand suffice.
         "NumberOfSamplesForExactGradient": 4000,

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+# elastix's RandomSeed in every map this package writes (and the component's default): reproducible runs.
+DEFAULT_RANDOM_SEED = 121212
+
 Scalar = str | int | float | bool
 ParameterMap = dict[str, tuple[str, ...]]
 MapLike = Mapping[str, Scalar | Sequence[Scalar]]

@@ -49,7 +49,7 @@ bind_engine(py::module_ & m)
          py::arg("fixed_geometry"),
          py::arg("moving"),
          py::arg("moving_geometry"),
-         py::arg("seed") = 121212,
+         py::arg("seed") = impact::defaultRandomSeed,
          py::arg("max_batch_elements") = impact::Engine::Options{}.maxBatchElements,
          "parameters: {name: [entries]} as in an elastix map; images: (*spatial) tensors (z, y, x); "
          "geometries: dicts with size, origin, spacing (x first) and a row-major direction.")

@@ -7,6 +7,7 @@
 
 #include "Distances.h"
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -53,6 +54,10 @@ struct LayerSpec
   Distance distance{ Distance::L2 };
   double   weight{ 1.0 };    // gamma_l
 };
+
+/** RandomSeed when a map gives none (elastix's own default seed is time-based; runs here are
+ *  reproducible unless asked otherwise). */
+inline constexpr uint64_t defaultRandomSeed = 121212;
 
 /** Which planes a 2D model sees of a 3D image in Jacobian mode, one per sample point. */
 enum class PlaneSampling

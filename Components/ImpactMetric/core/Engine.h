@@ -53,7 +53,7 @@ public:
   struct Options
   {
     std::shared_ptr<StaticCache> staticCache; // shared by the levels of one registration; may be null
-    uint64_t    seed{ 0 };                 // channel subsets and 2D planes
+    uint64_t    seed{ defaultRandomSeed }; // channel subsets and 2D planes
     int64_t     maxBatchVoxels{ 1 << 24 }; // Static: model input voxels per call
     int64_t     maxBatchElements{ 1 << 26 }; // Jacobian: activation elements per chunk of samples (~256 MB)
     LogFunction info;
