@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from impact_elastix.data import elastix_testing_data
-from impact_elastix.mha import read_geometry
+from impact_elastix.mha import read_mha
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -30,31 +29,21 @@ def mind2d(data: Path) -> Path:
     return data / "R1D2_2D.pt"
 
 
-def read_mha(path: Path) -> tuple[torch.Tensor, dict]:
+def read_image(path: Path) -> tuple[torch.Tensor, dict]:
     """A MetaImage as a (*spatial) float32 tensor (z, y, x) and an engine geometry dict."""
-    g = read_geometry(path)
-    header_end = path.read_bytes().index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
-    text = path.read_bytes()[:header_end].decode()
-    dtype = {"MET_SHORT": np.int16, "MET_FLOAT": np.float32, "MET_UCHAR": np.uint8}[
-        text.split("ElementType = ")[1].split()[0]
-    ]
-    count = int(np.prod(g.size))
-    payload = path.read_bytes()[header_end:]
-    if "CompressedData = True" in text:
-        payload = zlib.decompress(payload)
-    values = np.frombuffer(payload, dtype=dtype, count=count).astype(np.float32)
+    values, g = read_mha(path)
     geometry = {
         "size": [int(v) for v in g.size],
         "origin": [float(v) for v in g.origin],
         "spacing": [float(v) for v in g.spacing],
         "direction": [float(v) for v in g.direction.reshape(-1)],
     }
-    return torch.from_numpy(values.reshape(tuple(reversed(g.size.tolist()))).copy()), geometry
+    return torch.from_numpy(values.astype(np.float32)), geometry
 
 
 @pytest.fixture(scope="session")
 def brain(data: Path) -> tuple[torch.Tensor, dict]:
-    image, geometry = read_mha(data / "2DMRI-T1_brain.mha")
+    image, geometry = read_image(data / "2DMRI-T1_brain.mha")
     return (image - image.mean()) / image.std(), geometry
 
 
@@ -63,7 +52,7 @@ def lung_crop(data: Path) -> tuple[torch.Tensor, dict, torch.Tensor, dict]:
     """A 48x48x32 crop of the lung pair (fixed, moving), z-scored, for fast engine tests."""
     out = []
     for name in ("3DCT_lung_baseline.mha", "3DCT_lung_followup.mha"):
-        image, geometry = read_mha(data / name)
+        image, geometry = read_image(data / name)
         crop = image[40:72, 50:98, 30:78].contiguous()
         geometry = dict(geometry)
         start = (30, 50, 40)  # x, y, z voxel index of the crop
