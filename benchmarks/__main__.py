@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from impact_elastix.maps import bspline_map, write_parameter_map
-from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED
+from impact_elastix.executables import elastix_command
+from impact_elastix.maps import bspline_map
+from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED, write_parameter_file
 
 from .cases import CASES, Case
 from .contestants import Contestant, contestants
@@ -55,22 +56,16 @@ def _run(
         params["NumberOfSamplesForExactGradient"] = exact
     if case.dimension == 2:
         params["FinalGridSpacingInPhysicalUnits"] = 16
-    path = write_parameter_map(work / "params.txt", params)
-    cmd = [
-        str(c.bin_dir / "elastix"),
-        "-f",
-        str(case.fixed),
-        "-m",
-        str(case.moving),
-        "-p",
-        str(path),
-        "-out",
-        str(work),
-        "-threads",
-        str(os.cpu_count() or 1),
-    ]
-    if case.initial is not None:
-        cmd += ["-t0", str(case.initial)]
+    path = write_parameter_file(params, work / "params.txt")
+    cmd = elastix_command(
+        case.fixed,
+        case.moving,
+        [path],
+        work,
+        initial_transform=case.initial,
+        threads=os.cpu_count() or 1,
+        executable=c.bin_dir / "elastix",
+    )
     row: dict = {"case": case.name, "contestant": c.name, "seed": seed, "versus": c.versus}
     try:
         run = run_measured(cmd, work / "elastix.log", c.env)

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from impact_elastix.data import elastix_testing_data
 from impact_elastix.executables import run_transformix
-from impact_elastix.lung import landmark_tre, lung_case
 from impact_elastix.mha import Geometry, read_mha, write_mha
 from impact_elastix.parameter_object import read_parameter_file, write_parameter_file
+
+from examples.lung import landmark_tre, lung_case
+from examples.testing_data import elastix_testing_data
 
 
 @dataclass
@@ -31,7 +32,6 @@ class Case:
     moving: Path
     initial: Path | None
     evaluate: Callable[[Path | None], dict[str, float]]  # transform file (None: start) -> accuracy figures
-    primary: str  # the accuracy figure the table shows
     models: dict[str, Path] = field(default_factory=dict)  # which models suit this case
     voxel: float | tuple[float, ...] = 1.5  # mm at which the models see the images (or one per level)
     modes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per model label; default both
@@ -43,7 +43,7 @@ class Case:
 
 def _field(transform: Path, work: Path) -> np.ndarray:
     """The displacement field (z, y, x, D) of a transform, on its fixed grid."""
-    out = run_transformix(transform, work / "def", deformation_field=True)
+    out = run_transformix(transform, work / "def", points="all")
     return read_mha(out / "deformationField.mha")[0].astype(np.float64)
 
 
@@ -139,7 +139,7 @@ def _synthetic(
                 error = np.linalg.norm(_field(transform, Path(tmp)) - truth_field, axis=-1)
         return {"field_error_mm": float(error[foreground].mean())}
 
-    return Case(name, image.ndim, fixed, moving, None, evaluate, "field_error_mm")
+    return Case(name, image.ndim, fixed, moving, None, evaluate)
 
 
 def lung(work: Path) -> Case:
@@ -171,7 +171,6 @@ def lung(work: Path) -> Case:
         case.moving,
         case.affine,
         evaluate,
-        "tre_mm",
         {"M730": data / "M730_1_Layers.pt", "MIND": data / "R1D2_2D.pt"},
     )
 
@@ -201,7 +200,7 @@ def multimodal3d(work: Path) -> Case:
     image, g = read_mha(data / "3DCT_lung_baseline.mha")
     z0, y0, x0 = 30, 40, 40
     crop = image[z0 : z0 + 64, y0 : y0 + 80, x0 : x0 + 96].astype(np.float32)
-    origin = g.origin + g.direction @ (np.array([x0, y0, z0]) * g.spacing)
+    origin = g.index_to_world(np.array([x0, y0, z0]))
     geometry = Geometry(np.array(crop.shape[::-1]), origin, g.spacing, g.direction)
 
     def remap(hu: np.ndarray) -> np.ndarray:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from impact_elastix.batch import register_many
-from impact_elastix.lung import lung_case
 from impact_elastix.maps import bspline_map
 from impact_elastix.mha import read_mha, write_mha
 from impact_elastix.points import write_points
+
+from examples.lung import lung_case
 
 
 def write_cohort(directory: Path, pairs: int, size: tuple[int, int, int] = (64, 64, 48)) -> Path:
@@ -40,7 +41,7 @@ def write_cohort(directory: Path, pairs: int, size: tuple[int, int, int] = (64, 
         x, y, z = start
         crop = array[z : z + size[2], y : y + size[1], x : x + size[0]]
         name = f"fixed_{i:03d}.mha"
-        write_mha(directory / name, crop, spacing=g.spacing, origin=g.origin + start * g.spacing, direction=g.direction)
+        write_mha(directory / name, crop, spacing=g.spacing, origin=g.index_to_world(start), direction=g.direction)
         rows.append([f"pair{i:03d}", name, str(case.moving), str(case.affine), "fixed_landmarks.txt",
                      "moving_landmarks.txt"])  # fmt: skip
     with (directory / "pairs.csv").open("w", newline="") as f:

@@ -1,6 +1,6 @@
 """The contestants: one elastix map per case, identical apart from the metric block and the executable.
 
-Ours: our elastix with our IMPACT plugin (seed spelling). Reference: elastix 5.3.1 built from the same
+Ours: our elastix with our IMPACT plugin (the IMPACT README's spelling). Reference: elastix 5.3.1 built from the same
 Debian source with its own Impact component (`scripts/deps.sh --reference`), 5.3.1 spelling.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import impact_elastix
 from impact_elastix.models.builtin import builtin_name
 from impact_elastix.models.inspection import inspect_model
+from impact_elastix.parameter_object import size_text
 
 from .cases import Case
 
@@ -26,10 +27,6 @@ class Contestant:
     model: Path | None = None
     patch: tuple[int, ...] | None = None  # Jacobian patches, for the FLOP count
     versus: str | None = None  # the contestant whose time this one is compared with
-
-
-def _axes(values: list[float] | tuple[float, ...]) -> str:
-    return "*".join(f"{v:g}" for v in values)
 
 
 def _model_setup(model: Path) -> tuple[int, tuple[int, ...]]:
@@ -54,8 +51,8 @@ def ours(
         "ModelsPath": str(model),
         "Dimension": str(dim),
         "NumberOfChannels": "1",
-        "PatchSize": _axes(patch),
-        "VoxelSize": [_axes(v) for v in voxels],
+        "PatchSize": size_text(patch),
+        "VoxelSize": [size_text(v) for v in voxels],
         "LayersMask": "1",
         "SubsetFeatures": "32",
         "LayersWeight": "1",

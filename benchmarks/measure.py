@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from impact_elastix.models.builtin import builtin_name
+from impact_elastix.models.export import probe_input
 
 
 @dataclass
@@ -98,7 +99,7 @@ def model_flops(model: Path, patch: tuple[int, ...], channels: int = 1) -> tuple
     for p in net.parameters():
         p.requires_grad_(False)
     batch = 64
-    x = torch.randn(batch, channels, *reversed(patch), requires_grad=True)
+    x = probe_input(channels, tuple(reversed(patch)), batch=batch).requires_grad_(True)
     with FlopCounterMode(display=False) as forward:
         out = net(x)
     outs = list(out) if isinstance(out, list | tuple) else [out]

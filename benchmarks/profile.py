@@ -17,8 +17,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from impact_elastix import _core
-from impact_elastix.data import elastix_testing_data
 from impact_elastix.mha import read_mha
+
+from examples.testing_data import elastix_testing_data
 
 from .measure import gemm_rate, model_flops
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from impact_elastix.lung import landmark_tre, lung_case
 from impact_elastix.mha import read_mha, write_mha
 from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED
+
+from examples.lung import landmark_tre, lung_case
 
 from .cases import Case, lung
 from .contestants import ours

@@ -10,8 +10,10 @@ for a second modality. The truth is known, so the table reports
 Each loss trains the same network (a U-Net, a spatial transformer, a diffusion regulariser on the
 displacement's gradient: VoxelMorph's recipe) from the same initial weights on the same pairs.
 
-    python examples/voxelmorph_impact.py                 # ~5 minutes on 2 CPU cores
-    python examples/voxelmorph_impact.py --iterations 50 --losses impact   # a quick look
+From the repository root (``python examples/voxelmorph_impact.py`` works as well):
+
+    python -m examples.voxelmorph_impact                 # ~5 minutes on 2 CPU cores
+    python -m examples.voxelmorph_impact --iterations 50 --losses impact   # a quick look
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from impact_elastix.data import elastix_testing_data
 from impact_elastix.mha import read_mha
 from impact_elastix.models import export_mind
 from impact_elastix.torch import ImpactLoss
 from torch import nn
+
+try:
+    from examples.testing_data import elastix_testing_data
+except ModuleNotFoundError:  # run as a file: its own folder, examples/, is on sys.path
+    from testing_data import elastix_testing_data
 
 SIZE = 128  # the 256x256 brain at 2 mm
 

@@ -201,6 +201,26 @@ ITK_SRC=$(get_source $ITK_DEB "$ITK_DEB_REV")/tree
 ELASTIX_SRC=$(get_source $ELASTIX_DEB "$ELASTIX_DEB_REV")/tree
 elastix_flags "$ELASTIX_SRC"
 
+# Our executables load the "Impact" component from libImpactMetric.so on demand, as a stock elastix
+# 5.3.1 does; its component database first logs "Error: ... This component is not installed!"
+# for it, which is not an error here (the loader reports a plugin that fails to load). The patch
+# drops that one line for "Impact" only; it is applied to the unpacked source, and the build
+# reruns incrementally (one file and the links) whenever the patch text changes.
+PATCH_FILE=Core/Install/elxComponentDatabase.cxx
+PATCH_MARK='// impact-elastix: "Impact" is loaded on demand'
+if ! grep -qF "$PATCH_MARK" "$ELASTIX_SRC/$PATCH_FILE"; then
+  python3 - "$ELASTIX_SRC/$PATCH_FILE" "$PATCH_MARK" <<'PY' || die "patching $PATCH_FILE failed"
+import sys
+path, mark = sys.argv[1:]
+text = open(path).read()
+old = '  if (found == end(CreatorMap))\n  {\n    log::error('
+new = '  if (found == end(CreatorMap))\n  {\n    if (name != "Impact") ' + mark + '\n    log::error('
+if text.count(old) != 1:
+    sys.exit(f"{path}: the expected GetCreator code was not found")
+open(path, "w").write(text.replace(old, new))
+PY
+fi
+
 # The SDK prefix is keyed by versions, compiler and every flag (not by where this clone lives), so a
 # change of any makes a new one and every clone shares it. The export list only relinks (below).
 # The key covers what decides the build: versions, compiler and this script's settings (module and
@@ -225,7 +245,17 @@ if [ ! -f "$SDK/.elastix-done" ]; then
   # Our plugin compiles against elastix's source headers; the tests use its Testing/Data.
   echo "$ELASTIX_SRC" > "$SDK/elastix-source-dir"
   echo "$CACHE/build/$(basename "$SDK")-elastix" > "$SDK/elastix-build-dir"
-  touch "$SDK/.elastix-done" "$SDK/.exports-$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)"
+  touch "$SDK/.elastix-done" "$SDK/.exports-$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)" \
+    "$SDK/.patched-$(sha256sum < "$ELASTIX_SRC/$PATCH_FILE" | cut -c1-12)"
+fi
+PATCHED=$(sha256sum < "$ELASTIX_SRC/$PATCH_FILE" | cut -c1-12)
+if [ -f "$SDK/.elastix-done" ] && [ ! -f "$SDK/.patched-$PATCHED" ]; then
+  bld=$(cat "$SDK/elastix-build-dir" 2>/dev/null || echo "$CACHE/build/$(basename "$SDK")-elastix")
+  log "rebuilding elastix with the on-demand Impact patch (incremental)"
+  cmake --build "$bld" --parallel "$JOBS" > "$bld/patch.log" 2>&1 \
+    && cmake --install "$bld" > "$bld/install.log" 2>&1 || die "rebuilding elastix failed (log: $bld/patch.log)"
+  rm -f "$SDK"/.patched-*
+  touch "$SDK/.patched-$PATCHED"
 fi
 # Relink the executables when the export list changed (ninja does not track the list's content).
 EXPORTS=$(sha256sum < "$HERE/elastix-exports.list" | cut -c1-12)

@@ -35,7 +35,7 @@ WHEEL=$(ls "$ROOT"/dist/impact_elastix-*.whl 2>/dev/null | head -1)
 log "installed in $(( SECONDS - t0 )) s: $("$PY" -c 'import impact_elastix; print(impact_elastix.bin_dir())')"
 
 case "${1:-}" in
-  demo) shift; exec "$PY" -m impact_elastix.demo "$@" ;;
+  demo) shift; cd "$ROOT"; exec "$PY" -m examples.lung_demo "$@" ;;
   test)
     shift
     cd "$ROOT"

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real elastix test data, small test images, and elastix runs."""
+"""Shared fixtures: the real elastix test data (its folder, models and images as engine inputs)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from impact_elastix.data import elastix_testing_data
 from impact_elastix.mha import read_mha
+
+from examples.testing_data import elastix_testing_data
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

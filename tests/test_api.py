@@ -21,10 +21,11 @@ from impact_elastix import (
     transformix_jacobian,
     transformix_pointset,
 )
-from impact_elastix.lung import landmark_tre, lung_case
+from impact_elastix.images import to_itk
 from impact_elastix.parameter_object import write_parameter_file
 
 from benchmarks.measure import impact_statistics
+from examples.lung import landmark_tre, lung_case
 
 SHIFT = np.array([3.0, -2.0])  # mm: the moving image is the fixed image moved by this
 
@@ -33,13 +34,8 @@ SHIFT = np.array([3.0, -2.0])  # mm: the moving image is the fixed image moved b
 def pair(data: Path) -> tuple[object, object]:
     """The 2D brain MRI (spacing 0.9 x 1.1 mm) and the same image moved by SHIFT: T(x) = x + SHIFT."""
     array = itk.array_from_image(itk.imread(str(data / "2DMRI-T1_brain.mha"), itk.F))
-    fixed = itk.image_from_array(array)
-    fixed.SetSpacing([0.9, 1.1])
-    fixed.SetOrigin([-10.25, 4.5])
-    moving = itk.image_from_array(array.copy())
-    moving.SetSpacing([0.9, 1.1])
-    moving.SetOrigin((np.array([-10.25, 4.5]) + SHIFT).tolist())
-    return fixed, moving
+    origin = np.array([-10.25, 4.5])
+    return to_itk(array, (0.9, 1.1), origin, np.eye(2)), to_itk(array.copy(), (0.9, 1.1), origin + SHIFT, np.eye(2))
 
 
 def _translation_map(iterations: int = 150) -> dict:
@@ -257,7 +253,7 @@ def test_elastix_errors_reach_python_with_elastix_text(pair: tuple, mind2d: Path
         elastix_registration_method(fixed, moving, params, fixed_mask=np.zeros((256, 256), np.uint8))
 
 
-def test_impact_parameter_map_validates(m730: Path, mind2d: Path) -> None:
+def test_impact_parameter_map_validates(m730: Path) -> None:
     with pytest.raises(ValueError, match=r"layers \[3\] of .*M730_1_Layers.pt: the model has 1 output\(s\)"):
         impact_parameter_map(FeatureModel(m730, layers=(3,)))
     with pytest.raises(ValueError, match="mode 'Dynamic' is not one of Jacobian, Static"):

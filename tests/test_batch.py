@@ -21,8 +21,9 @@ from impact_elastix.batch.job import Job
 from impact_elastix.batch.manifest import Pair
 from impact_elastix.cli import main
 from impact_elastix.executables import run_elastix
-from impact_elastix.maps import impact_metric, write_parameter_map
+from impact_elastix.maps import impact_metric
 from impact_elastix.mha import read_mha, write_mha
+from impact_elastix.parameter_object import write_parameter_file
 
 from benchmarks.cohort import cohort_map, write_cohort
 
@@ -43,7 +44,7 @@ def _transform_parameters(path: Path) -> str:
 
 
 def test_local_cluster_matches_one_by_one(tmp_path: Path, cohort: Path) -> None:
-    params = write_parameter_map(tmp_path / "params.txt", cohort_map(iterations=30, resolutions=1, samples=500))
+    params = write_parameter_file(cohort_map(iterations=30, resolutions=1, samples=500), tmp_path / "params.txt")
     rows = register_many(cohort, [params], tmp_path / "out", scheduler="local:2", progress=False)
     assert [r["id"] for r in rows] == [p.id for p in read_manifest(cohort)]
     assert {r["status"] for r in rows} == {"done"}, rows
@@ -90,7 +91,7 @@ def test_sigint_then_rerun_does_only_the_rest(tmp_path: Path, cohort: Path, wher
     manifest = tmp_path / "pairs.csv"
     rows = [f"{p.id},{copy if i == 0 else p.fixed},{p.moving},{p.initial_transform}" for i, p in enumerate(pairs)]
     manifest.write_text("id,fixed,moving,initial_transform\n" + "\n".join(rows) + "\n")
-    params = write_parameter_map(tmp_path / "params.txt", cohort_map(iterations=400, resolutions=1, samples=3000))
+    params = write_parameter_file(cohort_map(iterations=400, resolutions=1, samples=3000), tmp_path / "params.txt")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "impact_elastix.cli", "batch", str(manifest), "-p", str(params), "-o", str(out)]
     batch = subprocess.Popen([*cmd, *where], stderr=subprocess.PIPE, text=True)
@@ -133,7 +134,7 @@ def test_broken_pairs_are_reported_and_the_rest_finish(tmp_path: Path, cohort: P
         f"missing,{pairs[1].fixed},{tmp_path / 'nowhere.mha'},\n"
         f"badmap,{pairs[1].fixed},{pairs[1].moving},{bad_transform}\n"
     )
-    params = write_parameter_map(tmp_path / "params.txt", cohort_map(iterations=20, resolutions=1, samples=300))
+    params = write_parameter_file(cohort_map(iterations=20, resolutions=1, samples=300), tmp_path / "params.txt")
     out = tmp_path / "out"
     assert main(["batch", str(manifest), "-p", str(params), "-o", str(out), "--retries", "1", "-q"]) == 1
     rows = _summary(out)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from impact_elastix import _core
 
-SEED = {
+# The IMPACT README's spelling: one entry per level, models separated by spaces, sizes as 5*5*5.
+README_SPELLING = {
     "ModelsPath": ["/m/a.pt /m/b.pt"],
     "Dimension": ["3 3"],
     "NumberOfChannels": ["1 1"],
@@ -41,11 +42,11 @@ ELASTIX_531 = {
 
 @pytest.mark.parametrize("level", [0, 1])
 def test_both_spellings_agree(level: int) -> None:
-    assert _core.parse_level(SEED, level) == _core.parse_level(ELASTIX_531, level)
+    assert _core.parse_level(README_SPELLING, level) == _core.parse_level(ELASTIX_531, level)
 
 
 def test_values() -> None:
-    c = _core.parse_level(SEED, 1)
+    c = _core.parse_level(README_SPELLING, 1)
     assert c["mode"] == "Static"
     assert [m["patch_size"] for m in c["fixed_models"]] == [[5, 5, 5], [7, 7, 7]]
     assert c["fixed_models"][0]["voxel_size"] == [3, 3, 3]  # level 1 has its own entry
@@ -56,7 +57,7 @@ def test_values() -> None:
 
 
 def test_missing_level_reuses_the_first() -> None:
-    assert _core.parse_level(SEED, 3)["fixed_models"][0]["voxel_size"] == [1.5, 1.5, 1.5]
+    assert _core.parse_level(README_SPELLING, 3)["fixed_models"][0]["voxel_size"] == [1.5, 1.5, 1.5]
     assert _core.parse_level(ELASTIX_531, 3)["fixed_models"][0]["voxel_size"] == [1.5, 1.5, 1.5]
 
 
@@ -156,7 +157,7 @@ def test_jacobian_mode_bounds_the_samples_per_evaluation_by_default() -> None:
 
 
 def test_model_paths_with_spaces(tmp_path: Path) -> None:
-    """The seed's spelling splits ModelsPath at spaces: an existing file with spaces is one model,
+    """The IMPACT README's spelling splits ModelsPath at spaces: an existing file with spaces is one model,
     two such files are two, and a path that exists in no reading gets a hint with the other spelling."""
     folder = tmp_path / "my models"
     folder.mkdir()

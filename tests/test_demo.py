@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_demo_is_quiet_and_says_where_the_log_is(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "impact_elastix.demo", "--iterations", "3", "--out", str(out)],
+        [sys.executable, "-m", "examples.lung_demo", "--iterations", "3", "--out", str(out)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,

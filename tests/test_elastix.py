@@ -14,12 +14,14 @@ import impact_elastix
 import numpy as np
 import pytest
 from impact_elastix.executables import ElastixError, run_elastix
-from impact_elastix.lung import landmark_tre, lung_case, register
-from impact_elastix.maps import bspline_map, impact_metric, write_parameter_map
+from impact_elastix.maps import bspline_map, impact_metric
+from impact_elastix.parameter_object import write_parameter_file
+
+from examples.lung import landmark_tre, lung_case, register
 
 
 def lung_map(tmp_path: Path, metric: dict, **kwargs: int) -> Path:
-    return write_parameter_map(tmp_path / "params.txt", bspline_map(metric, **kwargs))
+    return write_parameter_file(bspline_map(metric, **kwargs), tmp_path / "params.txt")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def test_two_impact_metrics_are_configured_by_their_component_labels(tmp_path: P
     )
     params = bspline_map(metric, iterations=5, resolutions=1)
     params["Registration"] = "MultiMetricMultiResolutionRegistration"
-    path = write_parameter_map(tmp_path / "params.txt", params)
+    path = write_parameter_file(params, tmp_path / "params.txt")
     transform = register(lung, path, tmp_path)
     assert transform.exists()
     log = (tmp_path / "elastix.log").read_text()
@@ -93,12 +95,12 @@ def test_two_impact_metrics_are_configured_by_their_component_labels(tmp_path: P
     assert 'IMPACT: model "MIND/R1D2" output 1: 6 channels, field of view 7*7*7' in log
     # A bad value under one label names that metric.
     params["Metric1Distance"] = "L3"
-    path = write_parameter_map(tmp_path / "bad.txt", params)
+    path = write_parameter_file(params, tmp_path / "bad.txt")
     with pytest.raises(ElastixError, match=r"(?s)IMPACT \(Metric1\) parameter error.*unknown distance"):
         register(lung, path, tmp_path / "bad")
 
 
-def test_fixed_and_moving_specific_models(tmp_path: Path, lung: object, m730: Path, mind2d: Path) -> None:
+def test_fixed_and_moving_specific_models(tmp_path: Path, lung: object, m730: Path) -> None:
     metric = impact_metric(m730, mode="Static", patch_size="0*0*0")
     del metric["ModelsPath"]
     metric.update(
@@ -192,7 +194,7 @@ def test_exact_gradient_samples_are_bounded_and_logged(tmp_path: Path, lung: obj
     mode uses an evenly spread MaximumSamplesPerEvaluation of them and says so once per level."""
     metric = impact_metric(m730) | {"MaximumSamplesPerEvaluation": 1500}
     params = bspline_map(metric, iterations=2, resolutions=1) | {"NumberOfSamplesForExactGradient": 20000}
-    register(lung, write_parameter_map(tmp_path / "params.txt", params), tmp_path)
+    register(lung, write_parameter_file(params, tmp_path / "params.txt"), tmp_path)
     log = (tmp_path / "elastix.log").read_text()
     assert log.count("IMPACT uses an evenly spread 1500 of them") == 1
     words = next(line for line in log.splitlines() if line.startswith("IMPACT statistics:")).split()

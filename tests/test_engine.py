@@ -116,7 +116,7 @@ def test_jacobian_chunks_add_up_to_one_batch(lung_crop: tuple, m730: Path) -> No
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-8)
 
 
-def test_static_tiles_match_the_whole_image(lung_crop: tuple, mind2d: Path, brain: tuple) -> None:
+def test_static_tiles_match_the_whole_image(mind2d: Path, brain: tuple) -> None:
     """MIND is local: tiled feature maps equal the whole-image ones away from tile borders."""
     image, geometry = brain
     base = {

@@ -1,4 +1,5 @@
-"""The VoxelMorph-style example runs from the command line and its IMPACT network learns.
+"""The VoxelMorph-style example runs from the command line (``python -m examples.voxelmorph_impact``)
+and its IMPACT network learns.
 
 Its claim must hold on any x86-64 CPU. With one seed, torch's kernels (thread count; AVX-512, AVX2
 or scalar) change the training's path, so the claim is checked against the spread measured over
@@ -28,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_voxelmorph_example_trains_with_impact_and_prints_its_table() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "voxelmorph_impact.py"), "--iterations", "120", "--batch", "4",
+        [sys.executable, "-m", "examples.voxelmorph_impact", "--iterations", "120", "--batch", "4",
          "--test-pairs", "8", "--losses", "impact", "mse"],
-        capture_output=True, text=True, check=False, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {

@@ -8,7 +8,16 @@ import itk
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from impact_elastix.images import check_mask, check_pair, image_from_array, load_image, result_like, write_input
+from impact_elastix.images import (
+    check_mask,
+    check_pair,
+    image_from_array,
+    load_image,
+    result_like,
+    to_itk,
+    to_sitk,
+    write_input,
+)
 
 SPACING = (0.1 + 0.2, 1.7, 2.3)
 ORIGIN = (1 / 3, -2.5, 7.125)
@@ -22,19 +31,11 @@ def _array(dtype: type) -> np.ndarray:
 
 
 def _itk(array: np.ndarray) -> object:
-    image = itk.image_from_array(array)
-    image.SetSpacing(SPACING)
-    image.SetOrigin(ORIGIN)
-    image.SetDirection(itk.matrix_from_array(DIRECTION))
-    return image
+    return to_itk(array, SPACING, ORIGIN, DIRECTION)
 
 
 def _sitk(array: np.ndarray) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(SPACING)
-    image.SetOrigin(ORIGIN)
-    image.SetDirection(DIRECTION.reshape(-1).tolist())
-    return image
+    return to_sitk(array, SPACING, ORIGIN, DIRECTION)
 
 
 def _geometry(image: object) -> tuple:

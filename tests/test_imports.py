@@ -1,5 +1,6 @@
-"""Imports go one way (ARCHITECTURE.md): models never import impact_map, and the light entry points
-do not load the component's LibTorch extension (_core)."""
+"""Imports go one way (ARCHITECTURE.md): models never import impact_map, the light entry points do
+not load the component's LibTorch extension (_core), and the package never imports the checkout's
+examples/, benchmarks/ or tests/."""
 
 from __future__ import annotations
 
@@ -79,3 +80,16 @@ def test_no_import_cycles_between_modules() -> None:
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_the_package_needs_no_source_checkout() -> None:
+    """examples/, benchmarks/ and tests/ are not installed with the package: it never imports them."""
+    checkout_only = {"examples", "benchmarks", "tests"}
+    for path in PACKAGE.rglob("*.py"):
+        top = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                top |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                top.add(node.module.split(".")[0])
+        assert not top & checkout_only, f"{path.name} imports {top & checkout_only}"

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from impact_elastix import _core, bin_dir
-from impact_elastix.data import elastix_testing_data
+from impact_elastix import _core
+from impact_elastix.executables import elastix_command, transformix_command
 from impact_elastix.mha import read_mha, write_mha
 from impact_elastix.models import export_mind
 from impact_elastix.parameter_object import read_parameter_file, write_parameter_file
 from torch import nn
+
+from examples.testing_data import elastix_testing_data
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "ParameterMaps").glob("*.txt"))
@@ -131,7 +133,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
                 work / f"{name}{suffix}.mha",
                 crop,
                 spacing=g.spacing,
-                origin=g.origin + g.direction @ (start * g.spacing),
+                origin=g.index_to_world(start),
                 direction=g.direction,
             )
     return work
@@ -149,12 +151,14 @@ def quick(parameters: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
 
 def elastix(workspace: Path, out: Path, *maps: Path, masks: bool = False) -> subprocess.CompletedProcess:
     out.mkdir(parents=True, exist_ok=True)
-    command = [str(bin_dir() / "elastix"), "-f", "baseline.mha", "-m", "followup.mha"]
-    if masks:
-        command += ["-fMask", "baseline_mask.mha", "-mMask", "followup_mask.mha"]
-    for p in maps:
-        command += ["-p", str(p)]
-    command += ["-out", str(out)]
+    command = elastix_command(
+        "baseline.mha",
+        "followup.mha",
+        maps,
+        out,
+        fixed_mask="baseline_mask.mha" if masks else None,
+        moving_mask="followup_mask.mha" if masks else None,
+    )
     done = subprocess.run(command, cwd=workspace, capture_output=True, text=True, check=False)
     log = (out / "elastix.log").read_text() if (out / "elastix.log").exists() else done.stdout
     assert done.returncode == 0, log[-3000:]
@@ -195,11 +199,8 @@ def test_slicer_elastix_command_sequence(workspace: Path) -> None:
     assert composite.is_file() and (out / "result.0.mha").is_file()
     resampled = workspace / "slicer-resample"
     resampled.mkdir()
-    done = subprocess.run(
-        [str(bin_dir() / "transformix"), "-tp", str(out / "TransformParameters.0.txt"), "-out", str(resampled),
-         "-in", "followup.mha", "-def", "all"],
-        cwd=workspace, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    command = transformix_command(out / "TransformParameters.0.txt", resampled, image="followup.mha", points="all")
+    done = subprocess.run(command, cwd=workspace, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
     field, g = read_mha(resampled / "deformationField.mha")
     assert (resampled / "result.mha").is_file() and field.shape == (40, 64, 64, 3)

@@ -20,7 +20,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-import impact_elastix.registration as registration
+import impact_elastix.executables as executables
 import numpy as np
 import pytest
 from impact_elastix import (
@@ -34,19 +34,19 @@ from impact_elastix import (
 )
 from impact_elastix.images import load_image
 from impact_elastix.mha import read_mha, write_mha
-from impact_elastix.parameter_object import write_parameter_file
+from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED, write_parameter_file
 
 SHIFT = (3.0, -2.0)  # mm: the moving image is the fixed image moved by this
 STAGING = ".impact-elastix-partial-"
 
 
-def translation_map(iterations: int, samples: int = 500, seed: int = 121212) -> dict[str, tuple[str, ...]]:
+def translation_map(iterations: int, samples: int = 500) -> dict[str, tuple[str, ...]]:
     m = ParameterObject.GetDefaultParameterMap("translation", 1)
     m["Metric"] = ("AdvancedMeanSquares",)
     m["MaximumNumberOfIterations"] = (str(iterations),)
     m["NumberOfSpatialSamples"] = (str(samples),)
     m["AutomaticTransformInitialization"] = ("false",)
-    m["RandomSeed"] = (str(seed),)
+    m["RandomSeed"] = (str(DEFAULT_RANDOM_SEED),)
     return m
 
 
@@ -247,7 +247,7 @@ def test_damaged_metaimage_is_named_before_elastix_runs(
     shutil.copy(files["mask" if argument == "fixed_mask" else "fixed"], damaged)
     change, message = DAMAGES[damage]
     change(damaged)
-    monkeypatch.setattr(registration, "run_process", _must_not_run)
+    monkeypatch.setattr(executables, "run", _must_not_run)
     arguments = {"fixed_image": files["fixed"], "moving_image": files["moving"], argument: damaged}
     with pytest.raises((ValueError, FileNotFoundError)) as error:
         elastix_registration_method(parameter_object=files["quick"], **arguments)
@@ -282,7 +282,7 @@ def test_damaged_nifti_is_named_before_elastix_runs(
     change, message = NIFTI_DAMAGES[damage]
     nifti = tmp_path / damage
     nifti.write_bytes(change((tmp_path / "good.nii.gz").read_bytes()))
-    monkeypatch.setattr(registration, "run_process", _must_not_run)
+    monkeypatch.setattr(executables, "run", _must_not_run)
     load_image(tmp_path / "good.nii.gz", "moving_image")  # the undamaged file passes the same check
     with pytest.raises(ValueError) as error:
         elastix_registration_method(tmp_path / "good.nii.gz", nifti, translation_map(5))
@@ -449,14 +449,14 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_api_inputs_are_named_before_elastix_runs(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     change, error, message = BAD_INPUTS[case]
-    monkeypatch.setattr(registration, "run_process", _must_not_run)
+    monkeypatch.setattr(executables, "run", _must_not_run)
     arguments = {"fixed_image": IMAGE, "moving_image": IMAGE, "parameter_object": translation_map(5)} | change
     with pytest.raises(error, match=message):
         elastix_registration_method(**arguments)
 
 
 def test_bad_transformix_and_geometry_inputs_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registration, "run_process", _must_not_run)
+    monkeypatch.setattr(executables, "run", _must_not_run)
     with pytest.raises(TypeError, match="number_of_threads must be an int >= 1 or None, got '2'"):
         transformix_filter(IMAGE, translation_map(5), number_of_threads="2")
     with pytest.raises(TypeError, match="transform_parameter_object must be"):

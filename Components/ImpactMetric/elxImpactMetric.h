@@ -15,7 +15,7 @@ using ImpactSemanticMetricFor = itk::ImpactSemanticMetric<typename MetricBase<TE
 /** \class ImpactMetric
  * \brief IMPACT: similarity of deep features of pretrained TorchScript models.
  *
- * The parameters are read per resolution level, under the seed's names or elastix 5.3.1's
+ * The parameters are read per resolution level, under the IMPACT README's names or elastix 5.3.1's
  * Impact-prefixed, level-suffixed names (ImpactModelsPath0, ImpactPatchSize0, ...). As for every
  * elastix metric, a name prefixed with the component label is read first, so that several Impact
  * metrics in one map are configured apart: (Metric "Impact" "Impact") with Metric0ModelsPath,

@@ -5,8 +5,8 @@
 
 #include "itkImageFileWriter.h"
 #include "itkMetaImageIO.h"
+#include "itkImpactImageTensor.h"
 #include "itkTimeProbe.h"
-#include "itkVectorImage.h"
 #include <itkDeref.h>
 
 #include <ATen/Parallel.h>
@@ -34,7 +34,7 @@ ImpactMetric<TElastix>::BeforeRegistration()
     }
     catch (const std::exception &)
     {
-      itkExceptionMacro("IMPACT: -threads \"" << threads << "\" is not a thread count");
+      this->ThrowError(std::invalid_argument("-threads \"" + threads + "\" is not a thread count"));
     }
   }
   log::info("IMPACT: torch runs with " + std::to_string(at::get_num_threads()) + " thread(s)");
@@ -61,13 +61,14 @@ ImpactMetric<TElastix>::BeforeEachResolution()
     }
     return std::nullopt;
   };
+  this->SetErrorContext(label, level);
   try
   {
     this->SetLevelConfig(impact::parseLevel(lookup, level));
   }
   catch (const impact::ParameterError & e)
   {
-    itkExceptionMacro("IMPACT (" << label << ") parameter error at resolution " << level << ": " << e.what());
+    this->ThrowError(e);
   }
 
   impact::Engine::Options options;
@@ -139,38 +140,12 @@ ImpactMetric<TElastix>::WriteFeatureMaps(unsigned int level) const
   std::filesystem::create_directories(directory, error); // mode 0777 less the user's umask
   if (error)
   {
-    itkExceptionMacro("IMPACT: cannot create WriteFeatureMaps directory \"" << directory << "\": " << error.message());
+    this->ThrowError(std::runtime_error("cannot create WriteFeatureMaps directory \"" + directory + "\": " + error.message()));
   }
-  constexpr unsigned int D = ITKMetric::Dimension;
-  using VectorImage = itk::VectorImage<float, D>;
-  auto write = [&](const impact::Geometry & g, const torch::Tensor & values, const std::string & name) {
-    auto                               image = VectorImage::New();
-    typename VectorImage::SizeType     size;
-    typename VectorImage::SpacingType  spacing;
-    typename VectorImage::PointType    origin;
-    typename VectorImage::DirectionType direction;
-    for (unsigned int a = 0; a < D; ++a)
-    {
-      size[a] = g.size[a];
-      spacing[a] = g.spacing[a];
-      origin[a] = g.origin[a];
-      for (unsigned int b = 0; b < D; ++b)
-      {
-        direction[a][b] = g.direction[a * D + b];
-      }
-    }
-    const auto channels = values.dim() > static_cast<int64_t>(D) ? values.size(-1) : 1;
-    image->SetRegions(size);
-    image->SetSpacing(spacing);
-    image->SetOrigin(origin);
-    image->SetDirection(direction);
-    image->SetNumberOfComponentsPerPixel(channels);
-    image->Allocate();
-    const auto data = values.to(torch::kFloat32).contiguous();
-    std::copy_n(data.data_ptr<float>(), data.numel(), image->GetBufferPointer());
-    auto writer = itk::ImageFileWriter<VectorImage>::New();
+  auto write = [&directory](const impact::Geometry & geometry, const torch::Tensor & values, const std::string & name) {
+    auto writer = itk::ImageFileWriter<itk::VectorImage<float, ITKMetric::Dimension>>::New();
     writer->SetImageIO(itk::MetaImageIO::New());
-    writer->SetInput(image);
+    writer->SetInput(impact::tensorToVectorImage<ITKMetric::Dimension>(geometry, values));
     writer->SetFileName((std::filesystem::path(directory) / name).string());
     writer->Update();
   };

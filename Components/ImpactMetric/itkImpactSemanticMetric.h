@@ -31,38 +31,46 @@ public:
   itkNewMacro(Self);
   itkOverrideGetNameOfClassMacro(ImpactSemanticMetric);
 
-  // Our names for the superclass types this metric works with.
-  using ParameterVector = typename Superclass::ParametersType;   // theta
-  using MetricValue = typename Superclass::MeasureType;          // S
-  using MetricDerivative = typename Superclass::DerivativeType;  // dS/dtheta
-  using FixedPoint = typename Superclass::FixedImagePointType;   // x_i
-  using MovingPoint = typename Superclass::MovingImagePointType; // y_i = T(x_i)
-  using JacobianIndices = typename Superclass::NonZeroJacobianIndicesType;
-  using SpatialGradient = typename Superclass::AdvancedTransformType::MovingImageGradientType;
+  using ParametersType = typename Superclass::ParametersType;      // theta
+  using MeasureType = typename Superclass::MeasureType;         // S
+  using DerivativeType = typename Superclass::DerivativeType;      // dS/dtheta
+  using FixedImagePointType = typename Superclass::FixedImagePointType; // x_i
+  using MovingImagePointType = typename Superclass::MovingImagePointType; // y_i = T(x_i)
+  using NonZeroJacobianIndicesType = typename Superclass::NonZeroJacobianIndicesType;
+  using MovingImageGradientType = typename Superclass::AdvancedTransformType::MovingImageGradientType;
   static constexpr unsigned int Dimension = TFixedImage::ImageDimension;
 
-  /** What the next Initialize() builds the engine from. */
+  /** What the next Initialize() builds the engine from: this level's parameters, the models shared
+   *  by all levels, and the engine's options (seed, logging, Static cache). */
   void
   SetLevelConfig(const impact::LevelConfig & config)
   {
     m_LevelConfig = config;
+    this->Modified();
   }
-  void
-  SetModelCache(std::shared_ptr<impact::ModelCache> cache)
-  {
-    m_ModelCache = std::move(cache);
-  }
+  itkGetConstReferenceMacro(LevelConfig, impact::LevelConfig);
+  itkSetMacro(ModelCache, std::shared_ptr<impact::ModelCache>);
   void
   SetEngineOptions(const impact::Engine::Options & options)
   {
     m_EngineOptions = options;
+    this->Modified();
   }
 
-  const impact::LevelConfig &
-  GetLevelConfig() const
+  /** Where errors come from, for their messages: elastix's component label ("Metric0") and the
+   *  resolution level. Every error of this metric leaves as an itk::ExceptionObject whose message
+   *  starts "IMPACT (Metric0) parameter error at resolution 1: " for a parameter the map can change,
+   *  and "IMPACT (Metric0) error at resolution 1: " otherwise. */
+  void
+  SetErrorContext(const std::string & label, unsigned int level)
   {
-    return m_LevelConfig;
+    m_ErrorLabel = label;
+    m_ErrorLevel = level;
   }
+
+  /** Throws `error` as this metric's itk::ExceptionObject (see SetErrorContext). */
+  [[noreturn]] void
+  ThrowError(const std::exception & error) const;
 
   /** The engine of the current level (after Initialize()). */
   const impact::Engine *
@@ -77,29 +85,25 @@ public:
   /** Static mode with FeaturesMapUpdateInterval > 0: recomputes the moving feature maps on the moving
    *  image warped by the transform with these parameters. */
   void
-  UpdateMovingFeatures(const ParameterVector & theta);
+  UpdateMovingFeatures(const ParametersType & theta);
 
   /** S(theta), dS/dtheta, or both (the elastix metric interface). */
-  MetricValue GetValue(const ParameterVector & theta) const override;
-  void        GetValueAndDerivative(const ParameterVector & theta, MetricValue & value, MetricDerivative & derivative) const override;
-  void        GetDerivative(const ParameterVector & theta, MetricDerivative & derivative) const override
+  MeasureType
+  GetValue(const ParametersType & theta) const override;
+  void
+  GetValueAndDerivative(const ParametersType & theta, MeasureType & value, DerivativeType & derivative) const override;
+  void
+  GetDerivative(const ParametersType & theta, DerivativeType & derivative) const override
   {
-    MetricValue unused{}; // computing S costs nothing extra once the features are there
+    MeasureType unused{}; // computing S costs nothing extra once the features are there
     GetValueAndDerivative(theta, unused, derivative);
   }
 
-  /** An ITK image as a (*spatial) float32 tensor (a copy) with its geometry. */
-  template <typename TImage>
-  static std::pair<torch::Tensor, impact::Geometry>
-  ImageToTensor(const TImage & image);
-
-  /** The physical geometry of an ITK image's buffer. */
-  template <typename TImage>
-  static impact::Geometry
-  GeometryOf(const TImage & image);
-
 protected:
   ~ImpactSemanticMetric() override = default;
+  void
+  PrintSelf(std::ostream & os, Indent indent) const override;
+
   ImpactSemanticMetric()
   {
     // Points come from elastix's image sampler; no intensity limiters; and no ITK gradient images,
@@ -114,11 +118,11 @@ private:
   /** The sampler's points that map inside the moving image and mask: x_i and y_i as (N, D) float64. */
   struct Samples
   {
-    std::vector<FixedPoint> fixedPoints;
+    std::vector<FixedImagePointType> fixedPoints;
     torch::Tensor                    fixed, moving;
   };
   Samples
-  CollectSamples(const ParameterVector & theta) const;
+  CollectSamples(const ParametersType & theta) const;
 
   impact::LevelConfig                 m_LevelConfig;
   std::shared_ptr<impact::ModelCache> m_ModelCache;
@@ -126,6 +130,8 @@ private:
   std::unique_ptr<impact::Engine>     m_Engine;
   impact::Geometry                    m_MovingGeometry;
   mutable bool                        m_ReportedSampleLimit{ false }; // the sample limit is logged once per level
+  std::string                         m_ErrorLabel;
+  unsigned int                        m_ErrorLevel{ 0 };
 
   ITK_DISALLOW_COPY_AND_MOVE(ImpactSemanticMetric);
 };

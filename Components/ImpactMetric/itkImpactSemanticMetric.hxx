@@ -2,60 +2,14 @@
 #pragma once
 
 #include "itkImpactSemanticMetric.h"
+#include "itkImpactImageTensor.h"
 
 #include <cmath>
-#include <type_traits>
+#include <ostream>
+#include <sstream>
 
 namespace itk
 {
-
-template <typename TFixedImage, typename TMovingImage>
-template <typename TImage>
-impact::Geometry
-ImpactSemanticMetric<TFixedImage, TMovingImage>::GeometryOf(const TImage & image)
-{
-  constexpr unsigned int     D = TImage::ImageDimension;
-  const auto                 region = image.GetBufferedRegion();
-  impact::Geometry           geometry;
-  typename TImage::PointType origin;
-  image.TransformIndexToPhysicalPoint(region.GetIndex(), origin);
-  for (unsigned int a = 0; a < D; ++a)
-  {
-    geometry.size.push_back(static_cast<int64_t>(region.GetSize()[a]));
-    geometry.origin.push_back(origin[a]);
-    geometry.spacing.push_back(image.GetSpacing()[a]);
-    for (unsigned int b = 0; b < D; ++b)
-    {
-      geometry.direction.push_back(image.GetDirection()[a][b]);
-    }
-  }
-  return geometry;
-}
-
-template <typename TFixedImage, typename TMovingImage>
-template <typename TImage>
-std::pair<torch::Tensor, impact::Geometry>
-ImpactSemanticMetric<TFixedImage, TMovingImage>::ImageToTensor(const TImage & image)
-{
-  const auto geometry = GeometryOf(image);
-  const auto region = image.GetBufferedRegion();
-  using Pixel = typename TImage::PixelType;
-  const auto shape = impact::tensorShape(geometry);
-  auto *     buffer = const_cast<Pixel *>(image.GetBufferPointer());
-  if constexpr (std::is_same_v<Pixel, float>)
-  {
-    return { torch::from_blob(buffer, shape, torch::kFloat32).clone(), geometry };
-  }
-  else if constexpr (std::is_same_v<Pixel, double>)
-  {
-    return { torch::from_blob(buffer, shape, torch::kFloat64).to(torch::kFloat32), geometry };
-  }
-  else
-  {
-    std::vector<float> values(buffer, buffer + region.GetNumberOfPixels());
-    return { torch::from_blob(values.data(), shape, torch::kFloat32).clone(), geometry };
-  }
-}
 
 template <typename TFixedImage, typename TMovingImage>
 void
@@ -64,12 +18,12 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::Initialize()
   this->Superclass::Initialize();
   if (!m_ModelCache)
   {
-    itkExceptionMacro("IMPACT: no model cache set; SetModelCache() must be called before Initialize()");
+    ThrowError(std::logic_error("no model cache set; SetModelCache() must be called before Initialize()"));
   }
   m_Engine.reset(); // free the previous level's feature maps first
   m_ReportedSampleLimit = false;
-  auto [fixed, fixedGeometry] = ImageToTensor(*this->GetFixedImage());
-  auto [moving, movingGeometry] = ImageToTensor(*this->GetMovingImage());
+  auto [fixed, fixedGeometry] = impact::imageToTensor(*this->GetFixedImage());
+  auto [moving, movingGeometry] = impact::imageToTensor(*this->GetMovingImage());
   m_MovingGeometry = movingGeometry;
   try
   {
@@ -81,13 +35,13 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::Initialize()
   }
   catch (const std::exception & e)
   {
-    itkExceptionMacro("IMPACT: " << e.what());
+    ThrowError(e);
   }
 }
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const ParameterVector & theta)
+ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const ParametersType & theta)
 {
   this->SetTransformParameters(theta);
   const auto mapping = [this](const torch::Tensor & points) {
@@ -97,7 +51,7 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const Para
     const auto q = out.template data_ptr<double>();
     // TransformPoint is const and thread-safe; the grid has millions of points.
     at::parallel_for(0, in.size(0), 4096, [&](int64_t begin, int64_t end) {
-      FixedPoint x;
+      FixedImagePointType x;
       for (int64_t i = begin; i < end; ++i)
       {
         for (unsigned int a = 0; a < Dimension; ++a)
@@ -119,13 +73,13 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::UpdateMovingFeatures(const Para
   }
   catch (const std::exception & e)
   {
-    itkExceptionMacro("IMPACT: " << e.what());
+    ThrowError(e);
   }
 }
 
 template <typename TFixedImage, typename TMovingImage>
 auto
-ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParameterVector & theta) const
+ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParametersType & theta) const
   -> Samples
 {
   this->BeforeThreadedGetValueAndDerivative(theta);
@@ -156,8 +110,8 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParameterV
   for (int64_t k = 0; k < used; ++k)
   {
     const auto &      sample = sampleContainer[static_cast<size_t>(used < available ? std::floor(k * stride) : k)];
-    const FixedPoint  x = sample.m_ImageCoordinates;
-    const MovingPoint y = this->TransformPoint(x);
+    const FixedImagePointType  x = sample.m_ImageCoordinates;
+    const MovingImagePointType y = this->TransformPoint(x);
     if (!this->IsInsideMovingMask(y))
     {
       continue;
@@ -179,7 +133,7 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParameterV
     const auto keep = torch::nonzero(inside).flatten();
     samples.fixed = samples.fixed.index_select(0, keep);
     samples.moving = samples.moving.index_select(0, keep);
-    std::vector<FixedPoint> kept;
+    std::vector<FixedImagePointType> kept;
     const auto *                     k = keep.template data_ptr<int64_t>();
     for (int64_t i = 0; i < keep.numel(); ++i)
     {
@@ -199,7 +153,7 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::CollectSamples(const ParameterV
 
 template <typename TFixedImage, typename TMovingImage>
 auto
-ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValue(const ParameterVector & theta) const -> MetricValue
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValue(const ParametersType & theta) const -> MeasureType
 {
   const auto samples = CollectSamples(theta);
   try
@@ -208,15 +162,15 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValue(const ParameterVector 
   }
   catch (const std::exception & e)
   {
-    itkExceptionMacro(<< e.what());
+    ThrowError(e);
   }
 }
 
 template <typename TFixedImage, typename TMovingImage>
 void
-ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const ParameterVector & theta,
-                                                                           MetricValue &          value,
-                                                                           MetricDerivative &       derivative) const
+ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const ParametersType & theta,
+                                                                           MeasureType &          value,
+                                                                           DerivativeType &       derivative) const
 {
   const auto             samples = CollectSamples(theta);
   impact::Engine::Result result;
@@ -226,7 +180,7 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const Par
   }
   catch (const std::exception & e)
   {
-    itkExceptionMacro(<< e.what());
+    ThrowError(e);
   }
   value = result.value;
   // eq. 8/10: dS/dtheta = sum_i dS/dy_i . dT(x_i)/dtheta, over the sparse Jacobian of each point.
@@ -234,9 +188,9 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const Par
   derivative.Fill(0.0);
   const auto                 g = result.gradient.contiguous();
   const double *             gi = g.template data_ptr<double>();
-  MetricDerivative             imageJacobian(this->m_AdvancedTransform->GetNumberOfNonZeroJacobianIndices());
-  JacobianIndices nzji(imageJacobian.GetSize());
-  SpatialGradient    gradient;
+  DerivativeType             imageJacobian(this->m_AdvancedTransform->GetNumberOfNonZeroJacobianIndices());
+  NonZeroJacobianIndicesType nzji(imageJacobian.GetSize());
+  MovingImageGradientType    gradient;
   for (size_t i = 0; i < samples.fixedPoints.size(); ++i, gi += Dimension)
   {
     for (unsigned int a = 0; a < Dimension; ++a)
@@ -249,6 +203,51 @@ ImpactSemanticMetric<TFixedImage, TMovingImage>::GetValueAndDerivative(const Par
     {
       derivative[nzji[j]] += imageJacobian[j];
     }
+  }
+}
+
+template <typename TFixedImage, typename TMovingImage>
+void
+ImpactSemanticMetric<TFixedImage, TMovingImage>::ThrowError(const std::exception & error) const
+{
+  std::ostringstream message;
+  message << "IMPACT";
+  if (!m_ErrorLabel.empty())
+  {
+    message << " (" << m_ErrorLabel << ")";
+  }
+  message << (dynamic_cast<const impact::ParameterError *>(&error) ? " parameter error" : " error");
+  if (!m_ErrorLabel.empty())
+  {
+    message << " at resolution " << m_ErrorLevel;
+  }
+  message << ": " << error.what();
+  itkExceptionMacro(<< message.str());
+}
+
+template <typename TFixedImage, typename TMovingImage>
+void
+ImpactSemanticMetric<TFixedImage, TMovingImage>::PrintSelf(std::ostream & os, Indent indent) const
+{
+  Superclass::PrintSelf(os, indent);
+  const auto & c = m_LevelConfig;
+  os << indent << "Mode: " << (c.mode == impact::Mode::Static ? "Static" : "Jacobian") << '\n';
+  os << indent << "GPU: " << c.gpu << (c.mixedPrecision ? " (mixed precision)" : "") << '\n';
+  os << indent << "MaximumSamplesPerEvaluation: " << c.maximumSamples << '\n';
+  for (size_t i = 0; i < c.fixedModels.size(); ++i)
+  {
+    for (const auto * spec : { &c.fixedModels[i], &c.movingModels[i] })
+    {
+      os << indent << (spec == &c.fixedModels[i] ? "Fixed" : "Moving") << " model " << i << ": " << spec->path
+         << ", PatchSize " << impact::sizeText(spec->patchSize) << ", LayersMask " << spec->layersMask << '\n';
+    }
+  }
+  os << indent << "Selected layers: " << c.layers.size() << '\n';
+  os << indent << "Engine: " << (m_Engine ? "built for this level" : "none (before Initialize)") << '\n';
+  if (m_Engine)
+  {
+    const auto & s = m_Engine->statistics();
+    os << indent << "Evaluations: " << s.evaluations << ", samples: " << s.samples << ", seconds: " << s.seconds << '\n';
   }
 }
 

@@ -85,8 +85,8 @@ def _register(args: argparse.Namespace) -> int:
             raise SystemExit("--preset needs --model")
         extra = {"mind": args.mind} if args.preset == "mr-ct" and args.mind else {}
         maps = [PRESETS[args.preset](args.model, **extra)]
-        write_parameter_file(maps[0], out / f"{args.preset}.txt")
-        print(f"parameter map: {out / (args.preset + '.txt')}", file=sys.stderr)
+        path = write_parameter_file(maps[0], out / f"{args.preset}.txt")
+        print(f"parameter map: {path}", file=sys.stderr)
     elif args.p:
         maps = [read_parameter_file(p) for p in args.p]
     else:
@@ -116,17 +116,18 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _transformix(args: argparse.Namespace) -> int:
-    from .executables import run, staged_output
+    from .executables import run_transformix
 
-    cmd = [str(bin_dir() / "transformix"), "-tp", args.tp]
-    for flag in ("in", "def", "jac", "jacmat"):
-        value = getattr(args, flag)
-        if value is not None:
-            cmd += [f"-{flag}", value]
-    if args.threads:
-        cmd += ["-threads", str(args.threads)]
-    with staged_output(Path(args.out)) as staging:
-        run([*cmd, "-out", str(staging)], verbose=args.verbose)
+    run_transformix(
+        args.tp,
+        args.out,
+        image=getattr(args, "in"),
+        points=getattr(args, "def"),
+        jacobian=args.jac,
+        jacobian_matrix=args.jacmat,
+        threads=args.threads or None,
+        verbose=args.verbose,
+    )
     print(f"done: {args.out}", file=sys.stderr)
     return 0
 
@@ -163,15 +164,15 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _preset(args: argparse.Namespace) -> int:
-    from .parameter_object import format_parameter_map
+    from .parameter_object import format_parameter_map, write_parameter_file
     from .presets import PRESETS
 
     extra = {"mind": args.mind} if args.name == "mr-ct" and args.mind else {}
-    text = format_parameter_map(PRESETS[args.name](args.model, **extra))
+    parameter_map = PRESETS[args.name](args.model, **extra)
     if args.o:
-        Path(args.o).write_text(text)
+        write_parameter_file(parameter_map, args.o)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(format_parameter_map(parameter_map))
     return 0
 
 

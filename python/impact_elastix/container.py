@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .executables import ElastixError, Terminated, run_elastix, run_transformix, terminate_as_exception
+from .mha import index_to_world, read_geometry
 from .parameter_object import read_parameter_file
 from .points import read_points, read_transformix_points, tre, write_points
 
@@ -94,11 +95,10 @@ def check_models(maps: list[Path], data: Path) -> None:
 
 
 def _world_points(points_file: Path, image: Path) -> np.ndarray:
+    """The landmarks of an elastix point file in world coordinates (``index`` files on ``image``'s grid)."""
     points, is_index = read_points(points_file)
     if not is_index:
         return points
-    from .mha import read_geometry
-
     if image.suffix.lower() in (".mha", ".mhd"):
         return read_geometry(image).index_to_world(points)
     import SimpleITK as sitk
@@ -108,7 +108,7 @@ def _world_points(points_file: Path, image: Path) -> np.ndarray:
     reader.ReadImageInformation()
     d = reader.GetDimension()
     direction = np.array(reader.GetDirection()).reshape(d, d)
-    return np.array(reader.GetOrigin()) + (points * np.array(reader.GetSpacing())) @ direction.T
+    return index_to_world(points, np.array(reader.GetOrigin()), np.array(reader.GetSpacing()), direction)
 
 
 def tre_report(transform: Path, data: Path, fixed: Path, moving: Path, out: Path) -> dict:

@@ -218,6 +218,66 @@ def run(
     return log
 
 
+def elastix_command(
+    fixed: str | Path,
+    moving: str | Path,
+    parameter_files: Sequence[str | Path],
+    out: str | Path,
+    *,
+    initial_transform: str | Path | None = None,
+    fixed_mask: str | Path | None = None,
+    moving_mask: str | Path | None = None,
+    fixed_points: str | Path | None = None,
+    moving_points: str | Path | None = None,
+    threads: int | None = None,
+    executable: str | Path | None = None,
+) -> list[str]:
+    """The command line ``elastix -f -m [-fMask -mMask] -p ... [-t0 -fp -mp -threads] -out``: every
+    elastix command of the package, its tests and benchmarks. ``executable``: default our elastix."""
+    cmd = [str(executable or elastix_executable()), "-f", str(fixed), "-m", str(moving)]
+    for flag, value in (("-fMask", fixed_mask), ("-mMask", moving_mask)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for p in parameter_files:
+        cmd += ["-p", str(p)]
+    for flag, value in (
+        ("-t0", initial_transform),
+        ("-fp", fixed_points),
+        ("-mp", moving_points),
+        ("-threads", threads),
+    ):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return [*cmd, "-out", str(out)]
+
+
+def transformix_command(
+    transform_parameters: str | Path,
+    out: str | Path,
+    *,
+    image: str | Path | None = None,
+    points: str | Path | None = None,
+    jacobian: str | None = None,
+    jacobian_matrix: str | None = None,
+    threads: int | None = None,
+    executable: str | Path | None = None,
+) -> list[str]:
+    """The command line ``transformix -tp [-in -def -jac -jacmat -threads] -out``: ``image`` to warp,
+    ``points`` a point file or ``"all"`` (the deformation field), ``jacobian`` / ``jacobian_matrix``
+    ``"all"`` (the determinant / the full spatial Jacobian). ``executable``: default our transformix."""
+    cmd = [str(executable or transformix_executable()), "-tp", str(transform_parameters)]
+    for flag, value in (
+        ("-in", image),
+        ("-def", points),
+        ("-jac", jacobian),
+        ("-jacmat", jacobian_matrix),
+        ("-threads", threads),
+    ):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return [*cmd, "-out", str(out)]
+
+
 def run_elastix(
     fixed: str | Path,
     moving: str | Path,
@@ -227,25 +287,31 @@ def run_elastix(
     initial_transform: str | Path | None = None,
     fixed_mask: str | Path | None = None,
     moving_mask: str | Path | None = None,
+    fixed_points: str | Path | None = None,
+    moving_points: str | Path | None = None,
     threads: int | None = None,
     verbose: bool = False,
     on_line: Callable[[str], None] | None = None,
     cwd: Path | None = None,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> Path:
-    """Runs ``elastix -f -m -p ... -out`` (in ``cwd``: relative model paths resolve there); returns the
-    last ``TransformParameters.N.txt``."""
+    """Runs ``elastix_command`` (in ``cwd``: relative model paths resolve there) into a staged ``out``;
+    returns the last ``TransformParameters.N.txt``. ``run`` says what the other arguments do."""
     out = Path(out)
-    cmd = [str(elastix_executable()), "-f", str(fixed), "-m", str(moving)]
-    for p in parameter_files:
-        cmd += ["-p", str(p)]
-    for flag, value in (("-t0", initial_transform), ("-fMask", fixed_mask), ("-mMask", moving_mask)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    if threads is not None:
-        cmd += ["-threads", str(threads)]
     with staged_output(out) as staging:
-        run([*cmd, "-out", str(staging)], verbose=verbose, on_line=on_line, cwd=cwd, on_start=on_start)
+        cmd = elastix_command(
+            fixed,
+            moving,
+            parameter_files,
+            staging,
+            initial_transform=initial_transform,
+            fixed_mask=fixed_mask,
+            moving_mask=moving_mask,
+            fixed_points=fixed_points,
+            moving_points=moving_points,
+            threads=threads,
+        )
+        run(cmd, verbose=verbose, on_line=on_line, cwd=cwd, on_start=on_start)
     return out / f"TransformParameters.{len(parameter_files) - 1}.txt"
 
 
@@ -255,18 +321,22 @@ def run_transformix(
     *,
     image: str | Path | None = None,
     points: str | Path | None = None,
-    deformation_field: bool = False,
+    jacobian: str | None = None,
+    jacobian_matrix: str | None = None,
+    threads: int | None = None,
     verbose: bool = False,
 ) -> Path:
-    """Runs ``transformix -tp ... -out`` with ``-in``, ``-def`` and/or ``-def all``; returns ``out``."""
+    """Runs ``transformix_command`` into a staged ``out``; returns ``out``."""
     out = Path(out)
-    cmd = [str(transformix_executable()), "-tp", str(transform_parameters)]
-    if image is not None:
-        cmd += ["-in", str(image)]
-    if points is not None:
-        cmd += ["-def", str(points)]
-    elif deformation_field:
-        cmd += ["-def", "all"]
     with staged_output(out) as staging:
-        run([*cmd, "-out", str(staging)], verbose=verbose)
+        cmd = transformix_command(
+            transform_parameters,
+            staging,
+            image=image,
+            points=points,
+            jacobian=jacobian,
+            jacobian_matrix=jacobian_matrix,
+            threads=threads,
+        )
+        run(cmd, verbose=verbose)
     return out

@@ -253,19 +253,30 @@ def result_like(path: Path, like: Image, *, grid: Image | None = None) -> Any:
     if like.kind == "array":
         return ArrayImage(array, tuple(spacing.tolist()), tuple(origin.tolist()), direction)
     if like.kind == "sitk":
-        import SimpleITK as sitk
+        return to_sitk(array, spacing, origin, direction, vector=vector)
+    return to_itk(array, spacing, origin, direction, vector=vector)
 
-        out = sitk.GetImageFromArray(array, isVector=vector)
-        out.SetSpacing(spacing.tolist())
-        out.SetOrigin(origin.tolist())
-        out.SetDirection(direction.reshape(-1).tolist())
-        return out
+
+def to_sitk(array: np.ndarray, spacing: Any, origin: Any, direction: Any, *, vector: bool = False) -> Any:
+    """A ``SimpleITK.Image`` of ``array`` (z, y, x[, components]) with this geometry (x first; direction
+    (D, D), column a = axis a). ``vector``: the last array axis holds the pixel's components."""
+    import SimpleITK as sitk
+
+    out = sitk.GetImageFromArray(array, isVector=vector)
+    out.SetSpacing([float(v) for v in np.ravel(spacing)])
+    out.SetOrigin([float(v) for v in np.ravel(origin)])
+    out.SetDirection([float(v) for v in np.ravel(direction)])
+    return out
+
+
+def to_itk(array: np.ndarray, spacing: Any, origin: Any, direction: Any, *, vector: bool = False) -> Any:
+    """An ``itk.Image`` of ``array`` with this geometry; the arguments are those of ``to_sitk``."""
     import itk
 
     out = itk.image_from_array(np.ascontiguousarray(array), is_vector=vector)
-    out.SetSpacing(spacing.tolist())
-    out.SetOrigin(origin.tolist())
-    out.SetDirection(itk.matrix_from_array(np.ascontiguousarray(direction)))
+    out.SetSpacing([float(v) for v in np.ravel(spacing)])
+    out.SetOrigin([float(v) for v in np.ravel(origin)])
+    out.SetDirection(itk.matrix_from_array(np.ascontiguousarray(np.asarray(direction, dtype=float))))
     return out
 
 

@@ -16,7 +16,7 @@ from . import _core
 from .models.builtin import builtin_name
 from .models.inspection import inspect_model
 from .models.store import fetch
-from .parameter_object import DEFAULT_RANDOM_SEED, ParameterMap, to_parameter_map
+from .parameter_object import DEFAULT_RANDOM_SEED, ParameterMap, size_text, to_parameter_map
 from .torch.distances import NAMES as DISTANCES
 
 _MODES = ("Jacobian", "Static")
@@ -55,10 +55,6 @@ def _axes(value: float | Sequence[float], dimension: int, name: str) -> list[flo
     return values
 
 
-def _size_text(values: Sequence[float]) -> str:
-    return "*".join(f"{v:g}" for v in values)
-
-
 def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) -> dict[str, list[str]]:
     """Per-level text entries of one model (ModelsPath, PatchSize, ... one value per level)."""
     if model.distance not in DISTANCES:
@@ -85,7 +81,7 @@ def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) ->
         "ModelsPath": builtin or str(path.resolve()),
         "Dimension": str(model.dimension),
         "NumberOfChannels": str(model.channels),
-        "PatchSize": _size_text(patch),
+        "PatchSize": size_text(patch),
         "LayersMask": mask,
         "SubsetFeatures": " ".join([str(model.subset_features)] * len(chosen)),
         "LayersWeight": " ".join([f"{model.weight:g}"] * len(chosen)),
@@ -93,7 +89,7 @@ def _model_entries(model: FeatureModel, mode: str, schedule: Sequence[float]) ->
         "PCA": " ".join([str(model.pca)] * len(chosen)),
     }
     out = {k: [v] * len(schedule) for k, v in entries.items()}
-    out["VoxelSize"] = [_size_text([v * f for v in voxel]) for f in schedule]
+    out["VoxelSize"] = [size_text([v * f for v in voxel]) for f in schedule]
     return out
 
 

@@ -1,22 +1,17 @@
-"""Writing elastix parameter maps, and the maps of the bundled lung CT example."""
+"""The maps that the examples, tests and benchmarks register with: a B-spline registration around a
+metric block, and the IMPACT block in the IMPACT README's spelling. ``parameter_object.write_parameter_file``
+writes them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .parameter_object import DEFAULT_RANDOM_SEED, format_parameter_map
-from .parameter_object import MapLike as ParameterMap
+from .parameter_object import DEFAULT_RANDOM_SEED, MapLike
 
-__all__ = ["bspline_map", "format_parameter_map", "impact_metric", "write_parameter_map"]
-
-
-def write_parameter_map(path: str | Path, parameters: ParameterMap) -> Path:
-    path = Path(path)
-    path.write_text(format_parameter_map(parameters))
-    return path
+__all__ = ["bspline_map", "impact_metric"]
 
 
-def bspline_map(metric: ParameterMap, *, resolutions: int = 2, iterations: int = 50, samples: int = 1000) -> dict:
+def bspline_map(metric: MapLike, *, resolutions: int = 2, iterations: int = 50, samples: int = 1000) -> dict:
     """A B-spline registration map (ASGD, random coordinates) around a metric block."""
     base: dict = {
         "FixedInternalImagePixelType": "float",
@@ -59,7 +54,8 @@ def impact_metric(
     distance: str = "L2",
     dimension: int = 3,
 ) -> dict:
-    """The IMPACT metric block for one model, in the seed's spelling."""
+    """The IMPACT metric block for one model, in the IMPACT README's spelling (``ModelsPath``,
+    ``PatchSize "5*5*5"``)."""
     return {
         "Metric": "Impact",
         "ModelsPath": str(model),

@@ -37,6 +37,15 @@ def writable(dtype: np.dtype) -> bool:
     return dtype == np.bool_ or dtype.newbyteorder("=") in _TYPE_NAMES
 
 
+def index_to_world(index: np.ndarray, origin: np.ndarray, spacing: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of voxel indices (N, D) or (D,), x first: origin + direction (spacing * index).
+
+    ``direction``: (D, D), column a = direction of index axis a (ITK's convention). Indices may be
+    continuous (a corner between voxels, a landmark).
+    """
+    return origin + (np.asarray(index, dtype=float) * spacing) @ np.asarray(direction).T
+
+
 @dataclass(frozen=True)
 class Geometry:
     size: np.ndarray  # (D,) voxels, x first
@@ -45,8 +54,8 @@ class Geometry:
     direction: np.ndarray  # (D, D), column a = direction of index axis a
 
     def index_to_world(self, index: np.ndarray) -> np.ndarray:
-        """World coordinates (N, D) of voxel indices (N, D)."""
-        return self.origin + (np.asarray(index, dtype=float) * self.spacing) @ self.direction.T
+        """World coordinates of voxel indices (N, D) or (D,) on this grid (see ``index_to_world``)."""
+        return index_to_world(index, self.origin, self.spacing, self.direction)
 
 
 _MAX_HEADER = 1 << 16  # bytes; a longer "header" is some other file

@@ -44,6 +44,12 @@ def parameter_value(value: Scalar) -> str:
     return str(value.item() if isinstance(value, np.generic) else value)
 
 
+def size_text(values: Sequence[float]) -> str:
+    """Per-axis values (x first) as one value in the IMPACT README's spelling of ``PatchSize`` and
+    ``VoxelSize``: ``(5, 5, 5)`` -> ``"5*5*5"``, ``(1.5, 3)`` -> ``"1.5*3"``."""
+    return "*".join(f"{v:g}" for v in values)
+
+
 def to_parameter_map(values: MapLike) -> ParameterMap:
     """A dict of Python values (scalars or sequences of them) as an elastix parameter map."""
     out: ParameterMap = {}
@@ -97,6 +103,7 @@ def format_parameter_map(parameter_map: MapLike) -> str:
 
 
 def read_parameter_file(path: str | Path) -> ParameterMap:
+    """One elastix parameter file as a map; FileNotFoundError or ValueError naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"parameter file not found: {path}")
@@ -104,6 +111,8 @@ def read_parameter_file(path: str | Path) -> ParameterMap:
 
 
 def write_parameter_file(parameter_map: MapLike, path: str | Path) -> Path:
+    """Writes one map as an elastix parameter file; returns ``path``. The argument order is that of
+    ``itk.ParameterObject.WriteParameterFile(map, file)``."""
     path = Path(path)
     path.write_text(format_parameter_map(parameter_map))
     return path

@@ -21,11 +21,6 @@ def read_points(path: str | Path) -> tuple[np.ndarray, bool]:
     return points, is_index
 
 
-def index_to_world(index: np.ndarray, origin: np.ndarray, spacing: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """World coordinates of voxel indices (N, D): origin + direction @ (spacing * index)."""
-    return origin + (index * spacing) @ np.asarray(direction).T
-
-
 def parse_transformix_points(text: str) -> np.ndarray:
     """The ``OutputPoint`` column of transformix's ``outputpoints.txt`` text as (N, D)."""
     return np.array(

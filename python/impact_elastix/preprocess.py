@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .images import ArrayImage, Image, load_image
-from .mha import read_mha, write_mha
+from .images import ArrayImage, Image, load_image, to_itk, to_sitk
+from .mha import index_to_world, read_mha, write_mha
 
 CT_WINDOW = (-1024.0, 276.0)
 CT_CENTRE, CT_SCALE = -370.0, 436.6
@@ -114,7 +114,7 @@ def reorient(
             out = np.flip(out, j)
             corner[axis] = size[axis] - 1
         new_direction[:, j] = -direction[:, axis] if flip else direction[:, axis]
-    new_origin = origin + direction @ (corner * spacing)
+    new_origin = index_to_world(corner, origin, spacing, direction)
     out = np.ascontiguousarray(np.transpose(out, tuple(reversed(range(dimension)))))
     return out, spacing[perm], new_origin, new_direction
 
@@ -166,29 +166,13 @@ def _from_sitk(value: Any, name: str, path: Path, mask: bool) -> Image:
     return image
 
 
-def _to_sitk(array: np.ndarray, spacing: Any, origin: Any, direction: Any) -> Any:
-    import SimpleITK as sitk
-
-    out = sitk.GetImageFromArray(array)
-    out.SetSpacing([float(v) for v in spacing])
-    out.SetOrigin([float(v) for v in origin])
-    out.SetDirection([float(v) for v in np.ravel(direction)])
-    return out
-
-
 def _like(img: Image, array: np.ndarray, spacing: Any, origin: Any, direction: Any) -> Any:
     if img.kind == "numpy":
         return array
     if img.kind == "sitk":
-        return _to_sitk(array, spacing, origin, direction)
+        return to_sitk(array, spacing, origin, direction)
     if img.kind == "itk":
-        import itk
-
-        out = itk.image_from_array(np.ascontiguousarray(array))
-        out.SetSpacing([float(v) for v in spacing])
-        out.SetOrigin([float(v) for v in origin])
-        out.SetDirection(itk.matrix_from_array(np.ascontiguousarray(np.asarray(direction, dtype=float))))
-        return out
+        return to_itk(array, spacing, origin, direction)
     return ArrayImage(array, tuple(map(float, spacing)), tuple(map(float, origin)), np.asarray(direction, dtype=float))
 
 
@@ -203,5 +187,5 @@ def preprocess_file(
         return destination
     import SimpleITK as sitk
 
-    sitk.WriteImage(_to_sitk(result.array, result.spacing, result.origin, result.direction), str(destination))
+    sitk.WriteImage(to_sitk(result.array, result.spacing, result.origin, result.direction), str(destination))
     return destination

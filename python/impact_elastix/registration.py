@@ -19,9 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import elastix_executable, transformix_executable
-from .executables import run as run_process
-from .executables import staged_output
+from .executables import run_elastix, run_transformix
 from .images import Image, ImageLike, check_mask, check_pair, load_image, result_like, write_input
 from .parameter_object import ParameterMap, ParameterObject, read_parameter_file, write_parameter_file
 from .points import parse_transformix_points
@@ -66,31 +64,33 @@ def _write_chain(maps: list[ParameterMap], directory: Path, stem: str, overrides
     return path
 
 
-def _threads(number_of_threads: int | None) -> list[str]:
+def _check_threads(number_of_threads: int | None) -> None:
     if number_of_threads is None:
-        return []
+        return
     _check_argument("number_of_threads", number_of_threads, (int, np.integer), "an int >= 1 or None")
     if number_of_threads < 1:
         raise ValueError(f"number_of_threads must be >= 1, got {number_of_threads}")
-    return ["-threads", str(number_of_threads)]
 
 
 @contextlib.contextmanager
-def _output_folder(output_directory: str | Path | None, keep: bool, tmp: Path, prefix: str) -> Iterator[Path]:
-    """Where elastix's results go: ``output_directory``; else, for a file path in (``keep``: the
-    result file is returned and must outlive the call), a new temporary folder that is removed if
-    the call fails; else a folder inside ``tmp``, removed with it."""
-    if output_directory is not None:
-        yield Path(output_directory)
-    elif keep:
-        out = Path(tempfile.mkdtemp(prefix=prefix))
-        try:
-            yield out
-        except BaseException:
-            shutil.rmtree(out, ignore_errors=True)
-            raise
-    else:
-        yield tmp / "out"
+def _folders(output_directory: str | Path | None, image: Image, program: str) -> Iterator[tuple[Path, Path]]:
+    """``(tmp, out)`` for one call of ``program`` (elastix, transformix): ``tmp`` holds the files it
+    reads and is removed afterwards; its results go to ``out``: ``output_directory``; else, when
+    ``image`` is a file path (the result file's path is returned, so it must outlive the call), a new
+    temporary folder that is removed if the call fails; else a folder inside ``tmp``."""
+    with tempfile.TemporaryDirectory(prefix=f"impact-{program}-") as tmp_name:
+        tmp = Path(tmp_name)
+        if output_directory is not None:
+            yield tmp, Path(output_directory)
+        elif image.kind == "path":
+            out = Path(tempfile.mkdtemp(prefix=f"impact-{program}-result-"))
+            try:
+                yield tmp, out
+            except BaseException:
+                shutil.rmtree(out, ignore_errors=True)
+                raise
+        else:
+            yield tmp, tmp / "out"
 
 
 def _keep_log(out: Path, name: str, log_to_file: bool, log_file_name: str | None) -> None:
@@ -144,13 +144,13 @@ def elastix_registration_method(
     moving = load_image(moving_image, "moving_image")
     check_pair(fixed, moving)
     masks: dict[str, Image] = {}
-    for flag, value, name, image, image_name in (
-        ("-fMask", fixed_mask, "fixed_mask", fixed, "fixed_image"),
-        ("-mMask", moving_mask, "moving_mask", moving, "moving_image"),
+    for value, name, image, image_name in (
+        (fixed_mask, "fixed_mask", fixed, "fixed_image"),
+        (moving_mask, "moving_mask", moving, "moving_image"),
     ):
         if value is not None:
-            masks[flag] = load_image(value, name, mask=True)
-            check_mask(masks[flag], image, name, image_name)
+            masks[name] = load_image(value, name, mask=True)
+            check_mask(masks[name], image, name, image_name)
     po = _parameter_object(parameter_object, "parameter_object")
     if initial_transform_parameter_file_name is not None and initial_transform_parameter_object is not None:
         raise ValueError("give initial_transform_parameter_file_name or initial_transform_parameter_object, not both")
@@ -165,39 +165,36 @@ def elastix_registration_method(
         if value is not None and not Path(value).is_file():
             raise FileNotFoundError(f"{name}: file not found: {value}")
 
-    with (
-        tempfile.TemporaryDirectory(prefix="impact-elastix-") as tmp_name,
-        _output_folder(output_directory, fixed.kind == "path", Path(tmp_name), "impact-elastix-result-") as out,
-    ):
-        tmp = Path(tmp_name)
-        cmd = [
-            str(elastix_executable()),
-            "-f",
-            str(write_input(fixed, tmp / "fixed.mha")),
-            "-m",
-            str(write_input(moving, tmp / "moving.mha")),
-        ]
-        for flag, mask in masks.items():
-            cmd += [flag, str(write_input(mask, tmp / f"{flag[1:]}.mha", mask=True))]
+    with _folders(output_directory, fixed, "elastix") as (tmp, out):
+        mask_files = {name: write_input(mask, tmp / f"{name}.mha", mask=True) for name, mask in masks.items()}
         n = len(po)
+        parameter_files = []
         for i, m in enumerate(po.GetParameterMaps()):
             # The last map writes the result image, as MetaImage, for this function to return.
             overrides = {"WriteResultImage": ("true",), "ResultImageFormat": ("mha",)} if i == n - 1 else {}
             if i == n - 1 and "ResultImagePixelType" not in m:
                 overrides["ResultImagePixelType"] = ("float",)  # cast to the input's type here, once
-            cmd += ["-p", str(write_parameter_file(dict(m) | overrides, tmp / f"parameters.{i}.txt"))]
+            parameter_files.append(write_parameter_file(dict(m) | overrides, tmp / f"parameters.{i}.txt"))
+        initial_file = None
         if initial is not None:
-            cmd += ["-t0", str(_write_chain(initial.GetParameterMaps(), tmp, "initial", {}))]
+            initial_file = _write_chain(initial.GetParameterMaps(), tmp, "initial", {})
         elif initial_transform_parameter_file_name is not None:
             # Absolute: elastix resolves a relative name against the transform file's own folder later.
-            cmd += ["-t0", str(Path(initial_transform_parameter_file_name).resolve())]
-        for flag, value in (("-fp", fixed_point_set_file_name), ("-mp", moving_point_set_file_name)):
-            if value is not None:
-                cmd += [flag, str(value)]
-        cmd += _threads(number_of_threads)
-
-        with staged_output(out) as staging:
-            run_process([*cmd, "-out", str(staging)], on_line=on_output_line, verbose=log_to_console)
+            initial_file = Path(initial_transform_parameter_file_name).resolve()
+        run_elastix(
+            write_input(fixed, tmp / "fixed.mha"),
+            write_input(moving, tmp / "moving.mha"),
+            parameter_files,
+            out,
+            initial_transform=initial_file,
+            fixed_mask=mask_files.get("fixed_mask"),
+            moving_mask=mask_files.get("moving_mask"),
+            fixed_points=fixed_point_set_file_name,
+            moving_points=moving_point_set_file_name,
+            threads=number_of_threads,
+            verbose=log_to_console,
+            on_line=on_output_line,
+        )
 
         result_maps = [read_parameter_file(out / f"TransformParameters.{i}.txt") for i in range(n)]
         for i, m in enumerate(result_maps):
@@ -236,34 +233,39 @@ class _RunOptions:
             _check_argument("log_file_name", self.log_file_name, (str,), "a file name or None")
             if not self.log_file_name or Path(self.log_file_name).name != self.log_file_name:
                 raise ValueError(f"log_file_name must be a file name in output_directory, got {self.log_file_name!r}")
-        _threads(self.number_of_threads)
+        _check_threads(self.number_of_threads)
 
 
 def _transformix(
-    moving_image: ImageLike, transform_parameter_object: Any, extra: list[str], outputs: list[str], run: _RunOptions
+    moving_image: ImageLike,
+    transform_parameter_object: Any,
+    outputs: list[str],
+    run: _RunOptions,
+    *,
+    points: str | Path | None = None,
+    jacobian: bool = False,
+    jacobian_matrix: bool = False,
 ) -> dict[str, Any]:
-    """Runs transformix; returns {output file name: result in the moving image's type}."""
-    output_directory = run.output_directory
+    """Runs transformix (``points``, ``jacobian``, ``jacobian_matrix``: as ``transformix_command``'s,
+    the booleans for "all"); returns {output file name: result in the moving image's type}."""
     moving = load_image(moving_image, "moving_image")
     po = _parameter_object(transform_parameter_object, "transform_parameter_object")
     last = po.GetParameterMap(len(po) - 1)
     results: dict[str, Any] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="impact-transformix-") as tmp_name,
-        _output_folder(
-            output_directory, moving is not None and moving.kind == "path", Path(tmp_name), "impact-transformix-result-"
-        ) as out,
-    ):
-        tmp = Path(tmp_name)
+    with _folders(run.output_directory, moving, "transformix") as (tmp, out):
         maps = po.GetParameterMaps()
         maps[-1] = {"ResultImagePixelType": ("float",)} | maps[-1]  # cast to the input's type here, once
         chain = _write_chain(maps, tmp, "transform", {"ResultImageFormat": ("mha",)})
-        cmd = [str(transformix_executable()), "-tp", str(chain)] + extra
-        if "result.mha" in outputs:
-            cmd += ["-in", str(write_input(moving, tmp / "moving.mha"))]
-        cmd += _threads(run.number_of_threads)
-        with staged_output(out) as staging:
-            run_process([*cmd, "-out", str(staging)], verbose=run.log_to_console)
+        run_transformix(
+            chain,
+            out,
+            image=write_input(moving, tmp / "moving.mha") if "result.mha" in outputs else None,
+            points=points,
+            jacobian="all" if jacobian else None,
+            jacobian_matrix="all" if jacobian_matrix else None,
+            threads=run.number_of_threads,
+            verbose=run.log_to_console,
+        )
         grid = _grid_of(last)
         for name in outputs:
             path = out / name
@@ -306,24 +308,27 @@ def transformix_filter(
     The other ``compute_*`` outputs and the transformed point set are written to ``output_directory``
     (``deformationField.mha``, ``spatialJacobian.mha``, ``fullSpatialJacobian.mha``, ``outputpoints.txt``).
     """
-    extra = []
-    if compute_deformation_field:
-        extra += ["-def", "all"]
+    points = "all" if compute_deformation_field else None
     if fixed_point_set_file_name is not None:
         _check_argument("fixed_point_set_file_name", fixed_point_set_file_name, _PATH, "a file path or None")
         if not Path(fixed_point_set_file_name).is_file():
             raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
         if compute_deformation_field:
             raise ValueError("transformix takes either a point set or compute_deformation_field, not both")
-        extra += ["-def", str(fixed_point_set_file_name)]
-    if compute_determinant_of_spatial_jacobian:
-        extra += ["-jac", "all"]
-    if compute_spatial_jacobian:
-        extra += ["-jacmat", "all"]
+        points = fixed_point_set_file_name
+    extra = points is not None or compute_determinant_of_spatial_jacobian or compute_spatial_jacobian
     if extra and output_directory is None:
         raise ValueError("the point set and compute_* outputs are written to output_directory; give output_directory")
     run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
-    results = _transformix(moving_image, transform_parameter_object, extra, ["result.mha"], run)
+    results = _transformix(
+        moving_image,
+        transform_parameter_object,
+        ["result.mha"],
+        run,
+        points=points,
+        jacobian=compute_determinant_of_spatial_jacobian,
+        jacobian_matrix=compute_spatial_jacobian,
+    )
     return results["result.mha"]
 
 
@@ -338,7 +343,7 @@ def transformix_deformation_field(
 ) -> Any:
     """The displacement field T(x) - x on the fixed grid: a D-component vector image (NumPy: ``(z, y, x, D)``)."""
     run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
-    results = _transformix(moving_image, transform_parameter_object, ["-def", "all"], ["deformationField.mha"], run)
+    results = _transformix(moving_image, transform_parameter_object, ["deformationField.mha"], run, points="all")
     return results["deformationField.mha"]
 
 
@@ -357,7 +362,7 @@ def transformix_jacobian(
     """
     outputs = ["fullSpatialJacobian.mha", "spatialJacobian.mha"]
     run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
-    results = _transformix(moving_image, transform_parameter_object, ["-jac", "all", "-jacmat", "all"], outputs, run)
+    results = _transformix(moving_image, transform_parameter_object, outputs, run, jacobian=True, jacobian_matrix=True)
     return results["fullSpatialJacobian.mha"], results["spatialJacobian.mha"]
 
 
@@ -382,7 +387,7 @@ def transformix_pointset(
         raise FileNotFoundError(f"fixed_point_set_file_name: file not found: {fixed_point_set_file_name}")
     run = _RunOptions(output_directory, log_to_console, log_to_file, log_file_name, number_of_threads)
     results = _transformix(
-        moving_image, transform_parameter_object, ["-def", str(fixed_point_set_file_name)], ["outputpoints.txt"], run
+        moving_image, transform_parameter_object, ["outputpoints.txt"], run, points=fixed_point_set_file_name
     )
     rows = [line.split() for line in results["outputpoints.txt"].splitlines() if line.strip()]
     if not reduce_output:

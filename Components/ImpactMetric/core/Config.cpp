@@ -55,7 +55,7 @@ struct Raw
 {
   std::string              spelled;
   std::vector<std::string> tokens;
-  bool                     seedSpelling{};
+  bool                     readmeSpelling{};
 
   [[noreturn]] void
   fail(const std::string & what) const
@@ -72,11 +72,11 @@ public:
     , m_Level(level)
   {}
 
-  /** A per-model or per-layer parameter: the seed's `Name` (entry = level) or `ImpactName<level>`. */
+  /** A per-model or per-layer parameter: the IMPACT README's `Name` (entry = level) or `ImpactName<level>`. */
   std::optional<Raw>
   list(const std::string & name) const
   {
-    const auto seed = m_Lookup(name);
+    const auto readme = m_Lookup(name);
     auto       elx = m_Lookup("Impact" + name + std::to_string(m_Level));
     std::string elxName = "Impact" + name + std::to_string(m_Level);
     if (!elx && m_Level > 0)
@@ -84,17 +84,17 @@ public:
       elx = m_Lookup("Impact" + name + "0");
       elxName = "Impact" + name + "0";
     }
-    if (seed && elx)
+    if (readme && elx)
     {
       throw ParameterError("both " + name + " and " + elxName + " are set; use one spelling");
     }
-    if (seed)
+    if (readme)
     {
-      if (seed->empty())
+      if (readme->empty())
       {
         throw ParameterError("(" + name + ") has no value");
       }
-      const auto & entry = m_Level < seed->size() ? (*seed)[m_Level] : (*seed)[0];
+      const auto & entry = m_Level < readme->size() ? (*readme)[m_Level] : (*readme)[0];
       return Raw{ name, splitOn(entry, " \t"), true };
     }
     if (elx)
@@ -108,7 +108,7 @@ public:
     return std::nullopt;
   }
 
-  /** A parameter with one value per level: the seed's `Name` or elastix 5.3.1's `ImpactName`. */
+  /** A parameter with one value per level: the IMPACT README's `Name` or elastix 5.3.1's `ImpactName`. */
   std::optional<Raw>
   perLevel(const std::string & name) const
   {
@@ -182,13 +182,13 @@ toBool(const Raw & raw)
   raw.fail("expected \"true\" or \"false\"");
 }
 
-/** Per-model vectors of numbers: the seed writes "5*5*5 7*7*7", elastix 5.3.1 "5 5 5 7 7 7". */
+/** Per-model vectors of numbers: the IMPACT README writes "5*5*5 7*7*7", elastix 5.3.1 "5 5 5 7 7 7". */
 template <typename T, typename Convert>
 std::vector<std::vector<T>>
 perModelVectors(const Raw & raw, const std::vector<ModelSpec> & models, Convert convert)
 {
   std::vector<std::vector<T>> out;
-  if (raw.seedSpelling)
+  if (raw.readmeSpelling)
   {
     if (raw.tokens.size() != models.size())
     {
@@ -235,28 +235,37 @@ perModelVectors(const Raw & raw, const std::vector<ModelSpec> & models, Convert 
   return out;
 }
 
-/** Reads the model set of one side; `prefix` is "", "Fixed" or "Moving". */
-std::vector<ModelSpec>
-readModels(const Reader & reader, const std::string & prefix)
+/** The models of one side as read so far, with what error messages need to say about them. */
+struct ModelSet
 {
-  auto get = [&](const std::string & name) {
-    if (auto r = reader.list(prefix + name))
-    {
-      return r;
-    }
-    return prefix.empty() ? std::optional<Raw>{} : reader.list(name);
-  };
-  const auto paths = get("ModelsPath");
-  if (!paths)
+  std::vector<ModelSpec> models;
+  std::string            pathsSpelled; // how the map spelled ModelsPath
+  std::string            pathHint;     // how a ModelsPath with spaces was read; empty when it was not
+
+  /** Assigns one token per model; `assign(raw, token, model)`. */
+  template <typename Assign>
+  void
+  perModel(const Raw & raw, Assign assign)
   {
-    throw ParameterError("(" + prefix + "ModelsPath) is required: the TorchScript model file(s) of the IMPACT metric");
+    if (raw.tokens.size() != models.size())
+    {
+      raw.fail("expected " + std::to_string(models.size()) + " value(s), one per model in " + pathsSpelled + pathHint);
+    }
+    for (size_t i = 0; i < models.size(); ++i)
+    {
+      assign(raw, raw.tokens[i], models[i]);
+    }
   }
-  // The seed's spelling separates models by spaces, so a path with spaces arrives in pieces: pieces
-  // are joined while they name no file until they do. When some piece still names no file, the
-  // errors that follow say how such a path is written.
-  auto        files = paths->tokens;
-  std::string spacesHint;
-  if (paths->seedSpelling && files.size() > 1)
+};
+
+// The IMPACT README's spelling separates models by spaces, so a path with spaces arrives in pieces:
+// pieces are joined while they name no model until they do. When some piece still names no model,
+// the hint says how such a path is written, for the errors that follow.
+void
+readModelPaths(const Raw & raw, ModelSet & set, const std::string & prefix)
+{
+  auto files = raw.tokens;
+  if (raw.readmeSpelling && files.size() > 1)
   {
     auto isModel = [](const std::string & path) {
       try
@@ -291,102 +300,271 @@ readModels(const Reader & reader, const std::string & prefix)
     }
     else
     {
-      spacesHint = " (" + paths->spelled + " \"" + join(files) + "\" was read as " + std::to_string(files.size()) +
-                   " models separated by spaces, not all of them existing files; a model path that contains spaces " +
-                   "is written in elastix 5.3.1's spelling, one quoted value per model: (Impact" + prefix +
-                   "ModelsPath0 \"" + join(files) + "\"))";
+      set.pathHint = " (" + raw.spelled + " \"" + join(files) + "\" was read as " + std::to_string(files.size()) +
+                     " models separated by spaces, not all of them existing files; a model path that contains " +
+                     "spaces is written in elastix 5.3.1's spelling, one quoted value per model: (Impact" + prefix +
+                     "ModelsPath0 \"" + join(files) + "\"))";
     }
   }
-  std::vector<ModelSpec> models(files.size());
-  for (size_t i = 0; i < models.size(); ++i)
+  set.pathsSpelled = raw.spelled;
+  set.models.resize(files.size());
+  for (size_t i = 0; i < files.size(); ++i)
   {
-    models[i].path = files[i];
-    models[i].pathHint = spacesHint;
+    set.models[i].path = files[i];
+    set.models[i].pathHint = set.pathHint;
   }
-  auto perModel = [&](const std::string & name, auto && assign) {
-    if (const auto raw = get(name))
-    {
-      if (raw->tokens.size() != models.size())
-      {
-        raw->fail("expected " + std::to_string(models.size()) + " value(s), one per model in " + paths->spelled +
-                  spacesHint);
-      }
-      for (size_t i = 0; i < models.size(); ++i)
-      {
-        assign(*raw, raw->tokens[i], models[i]);
-      }
-    }
-  };
-  perModel("Dimension", [](const Raw & r, const std::string & t, ModelSpec & m) {
+}
+
+void
+readDimension(const Raw & raw, ModelSet & set)
+{
+  set.perModel(raw, [](const Raw & r, const std::string & t, ModelSpec & m) {
     m.dimension = static_cast<int>(toInt(r, t, 2, 3, "2 or 3"));
   });
-  perModel("NumberOfChannels", [](const Raw & r, const std::string & t, ModelSpec & m) {
+}
+
+void
+readChannels(const Raw & raw, ModelSet & set)
+{
+  set.perModel(raw, [](const Raw & r, const std::string & t, ModelSpec & m) {
     m.channels = static_cast<int>(toInt(r, t, 1, 4096, "a positive channel count"));
   });
-  perModel("LayersMask", [](const Raw & r, const std::string & t, ModelSpec & m) {
+}
+
+void
+readLayersMask(const Raw & raw, ModelSet & set)
+{
+  set.perModel(raw, [](const Raw & r, const std::string & t, ModelSpec & m) {
     if (t.find_first_not_of("01") != std::string::npos || t.find('1') == std::string::npos)
     {
       r.fail("\"" + t + "\" must be a string of 0/1 with at least one 1, one character per model output");
     }
     m.layersMask = t;
   });
-  for (auto & m : models)
+}
+
+void
+readPatchSize(const Raw & raw, ModelSet & set)
+{
+  const auto v = perModelVectors<int64_t>(raw, set.models, [&](const std::string & t) {
+    return toInt(raw, t, 0, 4096, "a patch size in voxels (0 = whole axis)");
+  });
+  for (size_t i = 0; i < v.size(); ++i)
   {
-    m.patchSize.assign(m.dimension, 5);
-    m.voxelSize.assign(m.dimension, 1.5);
-    if (m.layersMask.empty())
+    set.models[i].patchSize = v[i];
+  }
+}
+
+void
+readVoxelSize(const Raw & raw, ModelSet & set)
+{
+  const auto v = perModelVectors<double>(raw, set.models, [&](const std::string & t) { return toPositiveDouble(raw, t); });
+  for (size_t i = 0; i < v.size(); ++i)
+  {
+    set.models[i].voxelSize = v[i];
+  }
+}
+
+/** Parameters of each model of a side, in reading order (Dimension before the vectors it sizes).
+ *  Each also exists as Fixed<Name> and Moving<Name>. ModelsPath comes first and is read apart. */
+struct ModelParameter
+{
+  const char * name;
+  void (*read)(const Raw &, ModelSet &);
+};
+const ModelParameter modelParameters[] = {
+  { "ModelsPath", nullptr },         { "Dimension", readDimension }, { "NumberOfChannels", readChannels },
+  { "LayersMask", readLayersMask },  { "PatchSize", readPatchSize }, { "VoxelSize", readVoxelSize },
+};
+
+/** Reads the model set of one side; `prefix` is "", "Fixed" or "Moving" (which falls back to ""). */
+std::vector<ModelSpec>
+readModels(const Reader & reader, const std::string & prefix)
+{
+  auto get = [&](const std::string & name) {
+    if (auto r = reader.list(prefix + name))
     {
-      m.layersMask = "1";
+      return r;
+    }
+    return prefix.empty() ? std::optional<Raw>{} : reader.list(name);
+  };
+  const auto paths = get("ModelsPath");
+  if (!paths)
+  {
+    throw ParameterError("(" + prefix + "ModelsPath) is required: the TorchScript model file(s) of the IMPACT metric");
+  }
+  ModelSet set;
+  readModelPaths(*paths, set, prefix);
+  for (const auto & parameter : modelParameters)
+  {
+    const auto raw = parameter.read ? get(parameter.name) : std::nullopt;
+    if (raw)
+    {
+      parameter.read(*raw, set);
     }
   }
-  if (const auto raw = get("PatchSize"))
+  for (auto & m : set.models) // defaults of what the map left out
   {
-    const auto v = perModelVectors<int64_t>(*raw, models, [&](const std::string & t) {
-      return toInt(*raw, t, 0, 4096, "a patch size in voxels (0 = whole axis)");
-    });
-    for (size_t i = 0; i < models.size(); ++i)
-    {
-      models[i].patchSize = v[i];
-    }
+    m.patchSize = m.patchSize.empty() ? std::vector<int64_t>(m.dimension, 5) : m.patchSize;
+    m.voxelSize = m.voxelSize.empty() ? std::vector<double>(m.dimension, 1.5) : m.voxelSize;
+    m.layersMask = m.layersMask.empty() ? "1" : m.layersMask;
   }
-  if (const auto raw = get("VoxelSize"))
-  {
-    const auto v =
-      perModelVectors<double>(*raw, models, [&](const std::string & t) { return toPositiveDouble(*raw, t); });
-    for (size_t i = 0; i < models.size(); ++i)
-    {
-      models[i].voxelSize = v[i];
-    }
-  }
-  return models;
+  return set.models;
 }
 
 /** Spreads a per-layer parameter: one value per selected layer, per model, or one for all. */
 template <typename Assign>
 void
-perLayer(const std::optional<Raw> &       raw,
-         const std::vector<ModelSpec> &   models,
-         std::vector<LayerSpec> &         layers,
-         Assign                           assign)
+perLayer(const Raw & raw, const std::vector<ModelSpec> & models, std::vector<LayerSpec> & layers, Assign assign)
 {
-  if (!raw)
-  {
-    return;
-  }
-  const auto n = raw->tokens.size();
+  const auto n = raw.tokens.size();
   if (n != layers.size() && n != models.size() && n != 1)
   {
-    raw->fail("expected " + std::to_string(layers.size()) + " value(s), one per selected layer (the 1s of " +
-              "LayersMask), or one per model, or a single value");
+    raw.fail("expected " + std::to_string(layers.size()) + " value(s), one per selected layer (the 1s of " +
+             "LayersMask), or one per model, or a single value");
   }
   for (auto & layer : layers)
   {
     const size_t k = n == layers.size() ? static_cast<size_t>(&layer - layers.data())
                      : n == 1           ? 0
                                         : static_cast<size_t>(layer.model);
-    assign(*raw, raw->tokens[k], layer);
+    assign(raw, raw.tokens[k], layer);
   }
 }
+
+void
+readSubsetFeatures(const Raw & raw, LevelConfig & cfg)
+{
+  perLayer(raw, cfg.fixedModels, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
+    l.subsetFeatures = toInt(r, t, 0, 1 << 30, "a channel count (0 = all channels)");
+    l.subsetFeaturesGiven = true;
+  });
+}
+
+void
+readPCA(const Raw & raw, LevelConfig & cfg)
+{
+  perLayer(raw, cfg.fixedModels, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
+    l.pca = toInt(r, t, 0, 1 << 20, "a number of principal components (0 = no PCA)");
+  });
+}
+
+void
+readDistance(const Raw & raw, LevelConfig & cfg)
+{
+  perLayer(raw, cfg.fixedModels, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
+    try
+    {
+      l.distance = parseDistance(t);
+    }
+    catch (const std::invalid_argument & e)
+    {
+      r.fail(e.what());
+    }
+  });
+}
+
+void
+readLayersWeight(const Raw & raw, LevelConfig & cfg)
+{
+  perLayer(raw, cfg.fixedModels, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
+    try
+    {
+      size_t used = 0;
+      l.weight = std::stod(t, &used);
+      if (used == t.size() && std::isfinite(l.weight))
+      {
+        return;
+      }
+    }
+    catch (const std::exception &)
+    {
+    }
+    r.fail("\"" + t + "\" is not a number");
+  });
+}
+
+/** Parameters with one value per level (elastix 5.3.1 spells them Impact<Name>), and parameters of
+ *  the selected layers (Impact<Name><level> there). */
+struct LevelParameter
+{
+  const char * name;
+  void (*read)(const Raw &, LevelConfig &);
+};
+
+void
+readMode(const Raw & raw, LevelConfig & cfg)
+{
+  const auto & v = raw.tokens[0];
+  if (v != "Jacobian" && v != "Static")
+  {
+    raw.fail("unknown mode; allowed: Jacobian, Static");
+  }
+  cfg.mode = v == "Static" ? Mode::Static : Mode::Jacobian;
+}
+
+void
+readPlaneSampling(const Raw & raw, LevelConfig & cfg)
+{
+  const auto & v = raw.tokens[0];
+  if (v != "Principal" && v != "Oblique")
+  {
+    raw.fail("unknown plane sampling; allowed: Principal (one of the image's axis planes per sample), Oblique "
+             "(a random orientation per sample)");
+  }
+  cfg.planeSampling = v == "Principal" ? PlaneSampling::Principal : PlaneSampling::Oblique;
+}
+
+void
+readFeaturesMapUpdateInterval(const Raw & raw, LevelConfig & cfg)
+{
+  cfg.featuresMapUpdateInterval =
+    static_cast<int>(toInt(raw, raw.tokens[0], -1, 1 << 30, "-1 (once per level) or a positive iteration count"));
+  if (cfg.featuresMapUpdateInterval == 0)
+  {
+    raw.fail("0 is not allowed; use -1 (once per level) or a positive iteration count");
+  }
+}
+
+void
+readFeatureMapDirectory(const Raw & raw, LevelConfig & cfg)
+{
+  const auto & v = raw.tokens[0];
+  if (v == "true" || v == "True" || v == "TRUE")
+  {
+    raw.fail("expects \"false\" or the directory to write the feature maps to");
+  }
+  cfg.featureMapDirectory = (v == "false" || v == "False" || v == "FALSE") ? "" : v;
+}
+
+const LevelParameter levelParameters[] = {
+  { "Mode", readMode },
+  { "GPU",
+    [](const Raw & r, LevelConfig & c) {
+      c.gpu = static_cast<int>(toInt(r, r.tokens[0], -1, 1023, "a CUDA device index, or -1 for the CPU"));
+    } },
+  { "GPUFallback", [](const Raw & r, LevelConfig & c) { c.gpuFallback = toBool(r); } },
+  { "UseMixedPrecision", [](const Raw & r, LevelConfig & c) { c.mixedPrecision = toBool(r); } },
+  { "PlaneSampling", readPlaneSampling },
+  { "FeaturesMapUpdateInterval", readFeaturesMapUpdateInterval },
+  { "MaximumSamplesPerEvaluation",
+    [](const Raw & r, LevelConfig & c) {
+      c.maximumSamples = toInt(r, r.tokens[0], 0, 1LL << 40, "a number of samples (0 = all)");
+    } },
+  { "MemoryLimit",
+    [](const Raw & r, LevelConfig & c) {
+      c.memoryLimitGB = r.tokens[0] == "0" ? 0.0 : toPositiveDouble(r, r.tokens[0]);
+    } },
+  { "WriteFeatureMaps", readFeatureMapDirectory },
+  { "FeatureMapOutputDirectory", readFeatureMapDirectory },
+};
+
+const LevelParameter layerParameters[] = {
+  { "SubsetFeatures", readSubsetFeatures },
+  { "PCA", readPCA },
+  { "Distance", readDistance },
+  { "LayersWeight", readLayersWeight },
+};
 
 } // namespace
 
@@ -395,84 +573,20 @@ parseLevel(const ParameterLookup & lookup, unsigned level)
 {
   const Reader reader(lookup, level);
   LevelConfig  cfg;
-
-  if (const auto raw = reader.perLevel("Mode"))
+  cfg.maximumSamples = -1; // not given: decided by the mode below
+  for (const auto & parameter : levelParameters)
   {
-    const auto & v = raw->tokens[0];
-    if (v == "Jacobian")
+    if (const auto raw = reader.perLevel(parameter.name))
     {
-      cfg.mode = Mode::Jacobian;
-    }
-    else if (v == "Static")
-    {
-      cfg.mode = Mode::Static;
-    }
-    else
-    {
-      raw->fail("unknown mode; allowed: Jacobian, Static");
+      parameter.read(*raw, cfg);
     }
   }
-  if (const auto raw = reader.perLevel("GPU"))
+  if (cfg.maximumSamples < 0)
   {
-    cfg.gpu = static_cast<int>(toInt(*raw, raw->tokens[0], -1, 1023, "a CUDA device index, or -1 for the CPU"));
-  }
-  if (const auto raw = reader.perLevel("GPUFallback"))
-  {
-    cfg.gpuFallback = toBool(*raw);
-  }
-  if (const auto raw = reader.perLevel("UseMixedPrecision"))
-  {
-    cfg.mixedPrecision = toBool(*raw);
-  }
-  if (const auto raw = reader.perLevel("PlaneSampling"))
-  {
-    const auto & v = raw->tokens[0];
-    if (v == "Principal")
-    {
-      cfg.planeSampling = PlaneSampling::Principal;
-    }
-    else if (v == "Oblique")
-    {
-      cfg.planeSampling = PlaneSampling::Oblique;
-    }
-    else
-    {
-      raw->fail("unknown plane sampling; allowed: Principal (one of the image's axis planes per sample), Oblique "
-                "(a random orientation per sample)");
-    }
-  }
-  if (const auto raw = reader.perLevel("FeaturesMapUpdateInterval"))
-  {
-    cfg.featuresMapUpdateInterval =
-      static_cast<int>(toInt(*raw, raw->tokens[0], -1, 1 << 30, "-1 (once per level) or a positive iteration count"));
-    if (cfg.featuresMapUpdateInterval == 0)
-    {
-      raw->fail("0 is not allowed; use -1 (once per level) or a positive iteration count");
-    }
-  }
-  // Jacobian mode runs every sample's patch through the network; ASGD's step-size estimation asks for
-  // NumberOfSamplesForExactGradient (elastix default 100000) samples at once. A few thousand estimate
-  // that gradient as well (benchmarks/README), so Jacobian mode uses at most 10000 by default.
-  cfg.maximumSamples = cfg.mode == Mode::Jacobian ? 10000 : 0;
-  if (const auto raw = reader.perLevel("MaximumSamplesPerEvaluation"))
-  {
-    cfg.maximumSamples = toInt(*raw, raw->tokens[0], 0, 1LL << 40, "a number of samples (0 = all)");
-  }
-  if (const auto raw = reader.perLevel("MemoryLimit"))
-  {
-    cfg.memoryLimitGB = raw->tokens[0] == "0" ? 0.0 : toPositiveDouble(*raw, raw->tokens[0]);
-  }
-  for (const auto * name : { "WriteFeatureMaps", "FeatureMapOutputDirectory" })
-  {
-    if (const auto raw = reader.perLevel(name))
-    {
-      const auto & v = raw->tokens[0];
-      if (v == "true" || v == "True" || v == "TRUE")
-      {
-        raw->fail("expects \"false\" or the directory to write the feature maps to");
-      }
-      cfg.featureMapDirectory = (v == "false" || v == "False" || v == "FALSE") ? "" : v;
-    }
+    // Jacobian mode runs every sample's patch through the network; ASGD's step-size estimation asks
+    // for NumberOfSamplesForExactGradient (elastix default 100000) samples at once. A few thousand
+    // estimate that gradient as well (README), so Jacobian mode uses at most 10000 by default.
+    cfg.maximumSamples = cfg.mode == Mode::Jacobian ? 10000 : 0;
   }
 
   const bool sideSpecific = reader.list("FixedModelsPath") || reader.list("MovingModelsPath");
@@ -530,39 +644,13 @@ parseLevel(const ParameterLookup & lookup, unsigned level)
     }
   }
 
-  const auto & models = cfg.fixedModels;
-  perLayer(reader.list("SubsetFeatures"), models, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
-    l.subsetFeatures = toInt(r, t, 0, 1 << 30, "a channel count (0 = all channels)");
-    l.subsetFeaturesGiven = true;
-  });
-  perLayer(reader.list("PCA"), models, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
-    l.pca = toInt(r, t, 0, 1 << 20, "a number of principal components (0 = no PCA)");
-  });
-  perLayer(reader.list("Distance"), models, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
-    try
+  for (const auto & parameter : layerParameters)
+  {
+    if (const auto raw = reader.list(parameter.name))
     {
-      l.distance = parseDistance(t);
+      parameter.read(*raw, cfg);
     }
-    catch (const std::invalid_argument & e)
-    {
-      r.fail(e.what());
-    }
-  });
-  perLayer(reader.list("LayersWeight"), models, cfg.layers, [](const Raw & r, const std::string & t, LayerSpec & l) {
-    try
-    {
-      size_t used = 0;
-      l.weight = std::stod(t, &used);
-      if (used == t.size() && std::isfinite(l.weight))
-      {
-        return;
-      }
-    }
-    catch (const std::exception &)
-    {
-    }
-    r.fail("\"" + t + "\" is not a number");
-  });
+  }
   for (const auto & layer : cfg.layers)
   {
     if (layer.pca > 0 && cfg.mode != Mode::Static)
@@ -577,13 +665,6 @@ parseLevel(const ParameterLookup & lookup, unsigned level)
 std::vector<std::string>
 knownParameterNames(unsigned levels)
 {
-  const std::vector<std::string> lists{ "ModelsPath", "Dimension", "NumberOfChannels", "PatchSize", "VoxelSize",
-                                        "LayersMask", "SubsetFeatures", "PCA", "Distance", "LayersWeight" };
-  const std::vector<std::string> sided{ "ModelsPath", "Dimension", "NumberOfChannels",
-                                        "PatchSize",  "VoxelSize", "LayersMask" };
-  const std::vector<std::string> single{ "Mode", "GPU", "GPUFallback", "UseMixedPrecision", "FeaturesMapUpdateInterval",
-                                         "WriteFeatureMaps", "FeatureMapOutputDirectory", "MaximumSamplesPerEvaluation",
-                                         "MemoryLimit", "PlaneSampling" };
   std::vector<std::string> names;
   auto                     addList = [&](const std::string & n) {
     names.push_back(n);
@@ -592,19 +673,21 @@ knownParameterNames(unsigned levels)
       names.push_back("Impact" + n + std::to_string(l));
     }
   };
-  for (const auto & n : lists)
+  for (const auto & parameter : modelParameters)
   {
-    addList(n);
+    for (const auto * side : { "", "Fixed", "Moving" })
+    {
+      addList(side + std::string(parameter.name));
+    }
   }
-  for (const auto & n : sided)
+  for (const auto & parameter : layerParameters)
   {
-    addList("Fixed" + n);
-    addList("Moving" + n);
+    addList(parameter.name);
   }
-  for (const auto & n : single)
+  for (const auto & parameter : levelParameters)
   {
-    names.push_back(n);
-    names.push_back("Impact" + n);
+    names.push_back(parameter.name);
+    names.push_back("Impact" + std::string(parameter.name));
   }
   return names;
 }

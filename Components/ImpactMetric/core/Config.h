@@ -1,6 +1,6 @@
 // IMPACT parameters of one resolution level, parsed and validated from an elastix parameter map.
 // Both spellings in use are accepted:
-//   the seed's   (PatchSize "5*5*5 7*7*7" "3*3*3")  one quoted entry per level, models space-separated;
+//   the IMPACT README's (PatchSize "5*5*5 7*7*7" "3*3*3")  one quoted entry per level, models space-separated;
 //   elastix 5.3.1 (ImpactPatchSize0 5 5 5 7 7 7)     one parameter per level, values concatenated.
 // A level without its own value reuses level 0's.
 #pragma once

@@ -127,6 +127,24 @@ makeSideImage(const torch::Tensor & image, const Geometry & geometry)
   return side;
 }
 
+namespace
+{
+/** The model outputs selected by a LayersMask, in order. */
+std::vector<int>
+selectedOutputs(const ModelSpec & spec)
+{
+  std::vector<int> outputs;
+  for (size_t o = 0; o < spec.layersMask.size(); ++o)
+  {
+    if (spec.layersMask[o] == '1')
+    {
+      outputs.push_back(static_cast<int>(o));
+    }
+  }
+  return outputs;
+}
+} // namespace
+
 Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, SideImage moving, Options options)
   : m_Config(config)
   , m_Fixed(std::move(fixed))
@@ -142,6 +160,11 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
   {
     m_Options.warn = [](const std::string & message) { std::cerr << message << std::endl; };
   }
+  const int imageDim = m_Fixed.geometry.dim();
+  if (imageDim != 2 && imageDim != 3)
+  {
+    throw std::invalid_argument("the images are " + std::to_string(imageDim) + "D; IMPACT works on 2D and 3D images");
+  }
   const auto device = resolveDevice(m_Config, m_Options.warn);
   if (m_Config.mixedPrecision)
   {
@@ -149,169 +172,14 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
     m_Fixed.context.autocast = m_Moving.context.autocast = mixedPrecisionType(device, why);
     (m_Fixed.context.autocast ? m_Options.info : m_Options.warn)("IMPACT: (UseMixedPrecision \"true\"): " + why);
   }
-  const int  imageDim = m_Fixed.geometry.dim();
-  if (imageDim != 2 && imageDim != 3)
-  {
-    throw ParameterError("IMPACT works on 2D and 3D images; these are " + std::to_string(imageDim) + "D");
-  }
   std::vector<std::pair<ModelProbe, ModelProbe>> probes;
   for (size_t i = 0; i < m_Config.fixedModels.size(); ++i)
   {
-    const auto & fspec = m_Config.fixedModels[i];
-    const auto & mspec = m_Config.movingModels[i];
-    for (const auto * spec : { &fspec, &mspec })
-    {
-      if (spec->dimension > imageDim)
-      {
-        throw ParameterError("(Dimension " + std::to_string(spec->dimension) + ") of model \"" + spec->path +
-                             "\" needs " + std::to_string(spec->dimension) + "D images; these are " +
-                             std::to_string(imageDim) + "D");
-      }      checkPatchFitsImage(*spec, spec == &fspec ? m_Fixed.geometry : m_Moving.geometry,
-                          spec == &fspec ? "fixed" : "moving", m_Config.mode);
-    }
-    Pair pair;
-    try
-    {
-      pair.fixed = cache.get(fspec.path, device);
-      pair.moving = cache.get(mspec.path, device);
-    }
-    catch (const std::runtime_error & error)
-    {
-      throw std::runtime_error(error.what() + (fspec.pathHint.empty() ? mspec.pathHint : fspec.pathHint));
-    }
-    // Probe both sides; Static mode with whole-axis patches probes a small grid.
-    const std::vector<int64_t> probeSize(fspec.dimension, 32);
-    const auto                 fprobe = probeModel(*pair.fixed, fspec, probeSize);
-    const bool sameInput = mspec.path == fspec.path && mspec.patchSize == fspec.patchSize &&
-                           mspec.channels == fspec.channels && mspec.layersMask == fspec.layersMask;
-    const auto mprobe = sameInput ? fprobe : probeModel(*pair.moving, mspec, probeSize);
-    for (const auto * probe : { &fprobe, &mprobe })
-    {
-      int64_t elements = 1;
-      for (auto p : (probe == &fprobe ? fspec : mspec).patchSize)
-      {
-        elements *= std::max<int64_t>(p, 1);
-      }
-      elements *= fspec.channels;
-      for (const auto & shape : probe->outputShapes)
-      {
-        elements += c10::multiply_integers(shape);
-      }
-      pair.elementsPerSample += elements;
-    }
-    size_t                     fo = 0, mo = 0;
-    for (;; ++fo, ++mo)
-    {
-      while (fo < fspec.layersMask.size() && fspec.layersMask[fo] != '1')
-      {
-        ++fo;
-      }
-      while (mo < mspec.layersMask.size() && mspec.layersMask[mo] != '1')
-      {
-        ++mo;
-      }
-      if (fo >= fspec.layersMask.size() || mo >= mspec.layersMask.size())
-      {
-        break;
-      }
-      const auto & fs = fprobe.outputShapes[fo];
-      const auto & ms = mprobe.outputShapes[mo];
-      const bool   sameShape = m_Config.mode == Mode::Static ? fs[1] == ms[1] : fs == ms;
-      if (!sameShape)
-      {
-        throw ParameterError("fixed model \"" + fspec.path + "\" output " + std::to_string(fo + 1) +
-                             " and moving model \"" + mspec.path + "\" output " + std::to_string(mo + 1) +
-                             " cannot be compared: their features have shapes " + c10::str(c10::IntArrayRef(fs)) +
-                             " and " + c10::str(c10::IntArrayRef(ms)));
-      }
-      // The patch must cover the field of view, or features would depend on padding.
-      for (const auto & [spec, model, output] :
-           { std::tuple{ &fspec, pair.fixed.get(), fo }, std::tuple{ &mspec, pair.moving.get(), mo } })
-      {
-        if (spec == &mspec && sameInput && fo == mo)
-        {
-          continue; // the same model and input as the fixed side: checked and reported already
-        }
-        const auto fov = model->fieldOfView(*spec, static_cast<int>(output));
-        for (int a = 0; a < spec->dimension; ++a)
-        {
-          if (spec->patchSize[a] != 0 && spec->patchSize[a] < fov[a])
-          {
-            throw ParameterError("(PatchSize \"" + sizeText(spec->patchSize) + "\") of model \"" + spec->path +
-                                 "\" is smaller than the field of view " + sizeText(fov) + " of its output " +
-                                 std::to_string(output + 1) + "; use at least " + sizeText(fov));
-          }
-        }
-        if (m_Config.mode == Mode::Static && spec->patchSize[0] != 0 &&
-            c10::multiply_integers(spec->patchSize) < 8 * c10::multiply_integers(fov))
-        {
-          // IMPACT's documentation: Static tiles the image into overlapping PatchSize tiles, or runs it
-          // whole with PatchSize 0. Tiles near the field of view are legal but wasteful: say so.
-          m_Options.warn("WARNING: IMPACT Static: tiles of (PatchSize \"" + sizeText(spec->patchSize) +
-                         "\") are close to the field of view " + sizeText(fov) + " of model \"" + spec->path +
-                         "\": tiles overlap by half, so the model runs on about " +
-                         std::to_string(1 << spec->dimension) + "x the image's voxels and most features come from "
-                         "tile borders. (PatchSize \"" + std::string(spec->dimension == 3 ? "0*0*0" : "0*0") +
-                         "\") runs the whole image at once; tiles of 64 voxels or more bound memory instead");
-        }
-        if (m_Config.mode == Mode::Static)
-        {
-          const auto & geometry = spec == &fspec ? m_Fixed.geometry : m_Moving.geometry;
-          const auto   grid = modelGrid(geometry, spec->voxelSize);
-          for (int a = 0; a < spec->dimension; ++a)
-          {
-            // Deep layers may see more than the image (their features still vary); a grid smaller
-            // than a shallow field of view, or than 8 voxels, leaves nothing but padding.
-            if (grid.size[a] < std::min<int64_t>(fov[a], 8))
-            {
-              throw ParameterError("(VoxelSize \"" + valuesText(spec->voxelSize) + "\") of model \"" + spec->path +
-                                   "\" resamples the " + (spec == &fspec ? "fixed" : "moving") + " image to " +
-                                   sizeText(std::vector<int64_t>(grid.size.begin(), grid.size.begin() + spec->dimension)) +
-                                   " voxels, fewer than the field of view " + sizeText(fov) + " of its output " +
-                                   std::to_string(output + 1) + ": the features would be all padding. Use a VoxelSize " +
-                                   "of at most the image extent / field of view on each axis");
-            }
-          }
-        }
-        m_Options.info("IMPACT: model \"" + spec->path + "\" output " + std::to_string(output + 1) + ": " +
-                       std::to_string(fs[1]) + " channels, field of view " + sizeText(fov) + " voxels");
-      }
-      for (const auto & layer : m_Config.layers)
-      {
-        if (layer.model == static_cast<int>(i) && layer.output == static_cast<int>(fo) &&
-            layer.subsetFeaturesGiven && layer.subsetFeatures > fs[1])
-        {
-          // Maps written for models with more channels (SubsetFeatures 32 is the usual value) stay
-          // valid for smaller ones: all channels are used, and the log says so.
-          m_Options.warn("WARNING: IMPACT: (SubsetFeatures " + std::to_string(layer.subsetFeatures) +
-                         ") is more than the " + std::to_string(fs[1]) + " channels of output " +
-                         std::to_string(fo + 1) + " of model \"" + fspec.path + "\"; all " + std::to_string(fs[1]) +
-                         " channels are compared (0 says so explicitly)");
-        }
-      }
-    }
-    for (const auto * spec : { &fspec, &mspec })
-    {
-      auto & outputs = spec == &fspec ? pair.fixedOutputs : pair.movingOutputs;
-      for (size_t o = 0; o < spec->layersMask.size(); ++o)
-      {
-        if (spec->layersMask[o] == '1')
-        {
-          outputs.push_back(static_cast<int>(o));
-        }
-      }
-    }
-    if (m_Config.mode == Mode::Jacobian && fspec.dimension == imageDim)
-    {
-      // Patch axes along the image's own axes (its direction matrix), VoxelSize mm apart.
-      pair.fixedLayout = patchLayout(fspec.patchSize, fspec.voxelSize, imageAxes(m_Fixed.geometry.direction, imageDim),
-                                     m_Fixed.geometry);
-      // The moving patch keeps the fixed patch's world orientation: features compare like with like.
-      pair.movingLayout = patchLayout(mspec.patchSize, mspec.voxelSize,
-                                      imageAxes(m_Fixed.geometry.direction, imageDim), m_Moving.geometry);
-    }
-    m_Models.push_back(pair);
-    probes.emplace_back(fprobe, mprobe);
+    checkModelsFitImages(i);
+    auto pair = loadPair(i, cache, device);
+    probes.push_back(probePair(i, pair));
+    checkSelectedOutputs(i, pair, probes.back().first, probes.back().second);
+    m_Models.push_back(std::move(pair));
   }
   checkMemory(probes);
   if (m_Config.mode == Mode::Static)
@@ -321,19 +189,200 @@ Engine::Engine(const LevelConfig & config, ModelCache & cache, SideImage fixed, 
 }
 
 void
-Engine::checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes)
+Engine::checkModelsFitImages(size_t model) const
 {
-  const auto  limit = memoryLimit(m_Config.memoryLimitGB);
-  const auto  limitText = bytesText(static_cast<double>(limit)) +
-                         (m_Config.memoryLimitGB > 0 ? " (MemoryLimit)" : " (available on this machine; MemoryLimit sets another)");
-  const auto  floatBytes = static_cast<double>(sizeof(float));
+  const int imageDim = m_Fixed.geometry.dim();
+  for (const auto & [spec, geometry, side] :
+       { std::tuple{ &m_Config.fixedModels[model], &m_Fixed.geometry, "fixed" },
+         std::tuple{ &m_Config.movingModels[model], &m_Moving.geometry, "moving" } })
+  {
+    if (spec->dimension > imageDim)
+    {
+      throw ParameterError("(Dimension " + std::to_string(spec->dimension) + ") of model \"" + spec->path +
+                           "\" needs " + std::to_string(spec->dimension) + "D images; these are " +
+                           std::to_string(imageDim) + "D");
+    }
+    checkPatchFitsImage(*spec, *geometry, side, m_Config.mode);
+  }
+}
+
+Engine::Pair
+Engine::loadPair(size_t model, ModelCache & cache, torch::Device device) const
+{
+  const auto & fspec = m_Config.fixedModels[model];
+  const auto & mspec = m_Config.movingModels[model];
+  Pair         pair;
+  try
+  {
+    pair.fixed = cache.get(fspec.path, device);
+    pair.moving = cache.get(mspec.path, device);
+  }
+  catch (const std::runtime_error & error)
+  {
+    throw std::runtime_error(error.what() + (fspec.pathHint.empty() ? mspec.pathHint : fspec.pathHint));
+  }
+  pair.fixedOutputs = selectedOutputs(fspec);
+  pair.movingOutputs = selectedOutputs(mspec);
+  for (size_t l = 0; l < m_Config.layers.size(); ++l)
+  {
+    if (m_Config.layers[l].model == static_cast<int>(model))
+    {
+      pair.layers.push_back(l);
+    }
+  }
+  pair.fixedContext = m_Fixed.context;
+  pair.movingContext = m_Moving.context;
+  pair.fixedContext.numberOfLayers = static_cast<int>(fspec.layersMask.size());
+  pair.movingContext.numberOfLayers = static_cast<int>(mspec.layersMask.size());
+  const int imageDim = m_Fixed.geometry.dim();
+  if (m_Config.mode == Mode::Jacobian && fspec.dimension == imageDim)
+  {
+    // Patch axes along the fixed image's own axes (its direction matrix), VoxelSize mm apart; the
+    // moving patch keeps the fixed patch's world orientation: features compare like with like.
+    const auto axes = imageAxes(m_Fixed.geometry.direction, imageDim);
+    pair.fixedLayout = patchLayout(fspec.patchSize, fspec.voxelSize, axes, m_Fixed.geometry);
+    pair.movingLayout = patchLayout(mspec.patchSize, mspec.voxelSize, axes, m_Moving.geometry);
+  }
+  return pair;
+}
+
+std::pair<ModelProbe, ModelProbe>
+Engine::probePair(size_t model, Pair & pair) const
+{
+  const auto & fspec = m_Config.fixedModels[model];
+  const auto & mspec = m_Config.movingModels[model];
+  // Static mode with whole-axis patches (PatchSize 0) probes a 32-voxel grid.
+  const std::vector<int64_t> wholeSize(fspec.dimension, 32);
+  const auto                 fprobe = probeModel(*pair.fixed, fspec, wholeSize);
+  const auto mprobe = sameModelInput(model) ? fprobe : probeModel(*pair.moving, mspec, wholeSize);
+  // What one sample costs in Jacobian mode: its patches' input and output elements, both sides.
+  pair.elementsPerSample = 0;
+  for (const auto & [spec, probe] : { std::pair{ &fspec, &fprobe }, std::pair{ &mspec, &mprobe } })
+  {
+    int64_t elements = spec->channels;
+    for (auto p : spec->patchSize)
+    {
+      elements *= std::max<int64_t>(p, 1);
+    }
+    for (const auto & shape : probe->outputShapes)
+    {
+      elements += c10::multiply_integers(shape);
+    }
+    pair.elementsPerSample += elements;
+  }
+  return { fprobe, mprobe };
+}
+
+bool
+Engine::sameModelInput(size_t model) const
+{
+  const auto & f = m_Config.fixedModels[model];
+  const auto & m = m_Config.movingModels[model];
+  return m.path == f.path && m.patchSize == f.patchSize && m.channels == f.channels && m.layersMask == f.layersMask;
+}
+
+void
+Engine::checkSelectedOutputs(size_t model, const Pair & pair, const ModelProbe & fprobe, const ModelProbe & mprobe) const
+{
+  const auto & fspec = m_Config.fixedModels[model];
+  const auto & mspec = m_Config.movingModels[model];
+  for (size_t k = 0; k < pair.fixedOutputs.size(); ++k)
+  {
+    const int    fo = pair.fixedOutputs[k], mo = pair.movingOutputs[k];
+    const auto & fshape = fprobe.outputShapes[fo];
+    const auto & mshape = mprobe.outputShapes[mo];
+    // Static maps are resampled to the fixed points, so only the channels must agree there.
+    if (m_Config.mode == Mode::Static ? fshape[1] != mshape[1] : fshape != mshape)
+    {
+      throw ParameterError("fixed model \"" + fspec.path + "\" output " + std::to_string(fo + 1) +
+                           " and moving model \"" + mspec.path + "\" output " + std::to_string(mo + 1) +
+                           " cannot be compared: their features have shapes " + c10::str(c10::IntArrayRef(fshape)) +
+                           " and " + c10::str(c10::IntArrayRef(mshape)));
+    }
+    checkFieldOfView(fspec, *pair.fixed, fo, m_Fixed.geometry, "fixed", fshape[1]);
+    if (!(sameModelInput(model) && fo == mo)) // else checked and reported already
+    {
+      checkFieldOfView(mspec, *pair.moving, mo, m_Moving.geometry, "moving", mshape[1]);
+    }
+    const auto & layer = m_Config.layers[pair.layers[k]];
+    if (layer.subsetFeaturesGiven && layer.subsetFeatures > fshape[1])
+    {
+      // Maps written for models with more channels (SubsetFeatures 32 is the usual value) stay
+      // valid for smaller ones: all channels are used, and the log says so.
+      m_Options.warn("WARNING: IMPACT: (SubsetFeatures " + std::to_string(layer.subsetFeatures) +
+                     ") is more than the " + std::to_string(fshape[1]) + " channels of output " +
+                     std::to_string(fo + 1) + " of model \"" + fspec.path + "\"; all " + std::to_string(fshape[1]) +
+                     " channels are compared (0 says so explicitly)");
+    }
+  }
+}
+
+void
+Engine::checkFieldOfView(const ModelSpec &   spec,
+                         const Model &       model,
+                         int                 output,
+                         const Geometry &    geometry,
+                         const std::string & side,
+                         int64_t             channels) const
+{
+  // The patch must cover the field of view, or features would depend on padding.
+  const auto fov = model.fieldOfView(spec, output);
+  for (int a = 0; a < spec.dimension; ++a)
+  {
+    if (spec.patchSize[a] != 0 && spec.patchSize[a] < fov[a])
+    {
+      throw ParameterError("(PatchSize \"" + sizeText(spec.patchSize) + "\") of model \"" + spec.path +
+                           "\" is smaller than the field of view " + sizeText(fov) + " of its output " +
+                           std::to_string(output + 1) + "; use at least " + sizeText(fov));
+    }
+  }
+  if (m_Config.mode == Mode::Static)
+  {
+    if (spec.patchSize[0] != 0 && c10::multiply_integers(spec.patchSize) < 8 * c10::multiply_integers(fov))
+    {
+      // IMPACT's documentation: Static tiles the image into overlapping PatchSize tiles, or runs it
+      // whole with PatchSize 0. Tiles near the field of view are legal but wasteful: say so.
+      m_Options.warn("WARNING: IMPACT Static: tiles of (PatchSize \"" + sizeText(spec.patchSize) +
+                     "\") are close to the field of view " + sizeText(fov) + " of model \"" + spec.path +
+                     "\": tiles overlap by half, so the model runs on about " + std::to_string(1 << spec.dimension) +
+                     "x the image's voxels and most features come from tile borders. (PatchSize \"" +
+                     std::string(spec.dimension == 3 ? "0*0*0" : "0*0") +
+                     "\") runs the whole image at once; tiles of 64 voxels or more bound memory instead");
+    }
+    const auto grid = modelGrid(geometry, spec.voxelSize);
+    for (int a = 0; a < spec.dimension; ++a)
+    {
+      // Deep layers may see more than the image (their features still vary); a grid smaller than
+      // a shallow field of view, or than 8 voxels, leaves nothing but padding.
+      if (grid.size[a] < std::min<int64_t>(fov[a], 8))
+      {
+        throw ParameterError("(VoxelSize \"" + valuesText(spec.voxelSize) + "\") of model \"" + spec.path +
+                             "\" resamples the " + side + " image to " +
+                             sizeText(std::vector<int64_t>(grid.size.begin(), grid.size.begin() + spec.dimension)) +
+                             " voxels, fewer than the field of view " + sizeText(fov) + " of its output " +
+                             std::to_string(output + 1) + ": the features would be all padding. Use a VoxelSize " +
+                             "of at most the image extent / field of view on each axis");
+      }
+    }
+  }
+  m_Options.info("IMPACT: model \"" + spec.path + "\" output " + std::to_string(output + 1) + ": " +
+                 std::to_string(channels) + " channels, field of view " + sizeText(fov) + " voxels");
+}
+
+void
+Engine::checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes) const
+{
+  const auto limit = static_cast<double>(memoryLimit(m_Config.memoryLimitGB));
+  const auto limitText = bytesText(limit) + (m_Config.memoryLimitGB > 0
+                                               ? " (MemoryLimit)"
+                                               : " (available on this machine; MemoryLimit sets another)");
   if (m_Config.mode == Mode::Jacobian)
   {
     for (size_t i = 0; i < m_Models.size(); ++i)
     {
       // The chunking heuristic: activations of hidden layers ~ 8x the patches' inputs and outputs.
-      const double oneSample = 8.0 * floatBytes * static_cast<double>(m_Models[i].elementsPerSample);
-      if (oneSample > static_cast<double>(limit))
+      const double oneSample = 8.0 * sizeof(float) * static_cast<double>(m_Models[i].elementsPerSample);
+      if (oneSample > limit)
       {
         throw ParameterError("(PatchSize \"" + sizeText(m_Config.fixedModels[i].patchSize) + "\") of model \"" +
                              m_Config.fixedModels[i].path + "\": one sample's patches and features need about " +
@@ -343,6 +392,25 @@ Engine::checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probe
     }
     return;
   }
+  const auto [kept, transient] = staticMemoryEstimate(probes);
+  const double       total = kept + transient;
+  std::ostringstream os;
+  os << "feature maps need about " << bytesText(total) << " (" << bytesText(kept) << " kept, "
+     << bytesText(transient) << " while one is computed); memory limit " << limitText;
+  m_Options.info("IMPACT Static: " + os.str());
+  if (total > limit)
+  {
+    const int d = m_Config.fixedModels.front().dimension;
+    throw ParameterError("Static " + os.str() + ". Use a coarser VoxelSize (twice the voxel size needs about " +
+                         bytesText(total / std::pow(2.0, d)) + "), fewer channels (PCA), a smaller PatchSize " +
+                         "for the model's tiles, or Jacobian mode, which keeps no feature maps");
+  }
+}
+
+std::pair<double, double>
+Engine::staticMemoryEstimate(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes) const
+{
+  const auto floatBytes = static_cast<double>(sizeof(float));
   // Static mode: every selected layer keeps a fixed and a moving map of B-spline coefficients
   // (float32, channels last); while one side is computed, the model's activations and two
   // float32 copies of its raw maps (blending sum, channels-last result) exist on top.
@@ -394,18 +462,7 @@ Engine::checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probe
       transient = std::max(transient, raw + activations);
     }
   }
-  const double total = kept + transient;
-  std::ostringstream os;
-  os << "IMPACT Static: feature maps need about " << bytesText(total) << " (" << bytesText(kept) << " kept, "
-     << bytesText(transient) << " while one is computed); memory limit " << limitText;
-  m_Options.info(os.str());
-  if (total > static_cast<double>(limit))
-  {
-    const int d = m_Config.fixedModels.front().dimension;
-    throw ParameterError(os.str() + ". Use a coarser VoxelSize (twice the voxel size needs about " +
-                         bytesText(total / std::pow(2.0, d)) + "), fewer channels (PCA), a smaller PatchSize " +
-                         "for the model's tiles, or Jacobian mode, which keeps no feature maps");
-  }
+  return { kept, transient };
 }
 
 void
@@ -433,17 +490,12 @@ Engine::updateMovingFeatures(const PointMapping & transform)
     displacementShape.push_back(dim);
     displacement->features = (mapped - points).to(torch::kFloat32).reshape(displacementShape);
     displacement->finalize(false);
-    auto mctx = m_Moving.context;
-    mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
-    auto   maps = computeFeatureMaps(*m_Models[i].moving, mspec, warped, mctx, m_Options.maxBatchVoxels);
-    size_t k = 0;
-    for (size_t l = 0; l < m_Config.layers.size(); ++l)
+    auto maps = computeFeatureMaps(*m_Models[i].moving, mspec, warped, m_Models[i].movingContext,
+                                   m_Options.maxBatchVoxels);
+    for (size_t k = 0; k < m_Models[i].layers.size(); ++k)
     {
-      if (m_Config.layers[l].model != static_cast<int>(i))
-      {
-        continue;
-      }
-      auto & map = maps.at(k++);
+      const auto l = m_Models[i].layers[k];
+      auto &     map = maps.at(k);
       m_PCA[l].apply(map);
       map.finalize(false);
       m_Maps[l].second = std::move(map);
@@ -529,50 +581,39 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
   const auto moving = samplePatches(m_Moving.coefficients, m_Moving.geometry, y, movingLayout, gradient != nullptr);
   const auto movingPatch = moving.values.view(patchShape(mspec));
 
-  auto fctx = m_Fixed.context, mctx = m_Moving.context;
-  fctx.numberOfLayers = static_cast<int>(fspec.layersMask.size());
-  mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
-
-  // The layers of this model, with this call's channel subsets.
-  std::vector<std::pair<const LayerSpec *, torch::Tensor>> layers;
-  for (const auto & layer : m_Config.layers)
-  {
-    if (layer.model == static_cast<int>(model))
-    {
-      layers.emplace_back(&layer, torch::Tensor());
-    }
-  }
-
   m_Statistics.patchesForward += 2 * n;
   m_Statistics.patchesBackward += gradient ? n : 0;
 
-  // Fixed features are constants of the optimisation.
-  std::vector<torch::Tensor> fixedFeatures;
+  // Fixed features are constants of the optimisation. Each layer of this model draws this call's
+  // channel subset (undefined: all channels).
+  std::vector<torch::Tensor> fixedFeatures, subsets;
   {
     torch::NoGradGuard noGrad;
-    const auto         outs = pair.fixed->forward(replicateChannels(fixedPatch, fspec.channels), fctx);
-    for (size_t k = 0; k < layers.size(); ++k)
+    const auto         outs = pair.fixed->forward(replicateChannels(fixedPatch, fspec.channels), pair.fixedContext);
+    for (size_t k = 0; k < pair.layers.size(); ++k)
     {
       auto f = outs.at(pair.fixedOutputs[k]);
-      layers[k].second = channelSubset(*layers[k].first, f.size(1));
-      if (layers[k].second.defined())
+      auto subset = channelSubset(m_Config.layers[pair.layers[k]], f.size(1));
+      if (subset.defined())
       {
-        layers[k].second = layers[k].second.to(f.device());
-        f = f.index_select(1, layers[k].second);
+        subset = subset.to(f.device());
+        f = f.index_select(1, subset);
       }
       fixedFeatures.push_back(f);
+      subsets.push_back(subset);
     }
   }
-  auto loss = [&](const std::vector<torch::Tensor> & movingOuts) {
+  auto loss = [&](const std::vector<torch::Tensor> & movingOuts) { // eq. 6: sum_l gamma_l d(f_l, m_l)
     torch::Tensor total;
-    for (size_t k = 0; k < layers.size(); ++k)
+    for (size_t k = 0; k < pair.layers.size(); ++k)
     {
-      auto m = movingOuts.at(pair.movingOutputs[k]);
-      if (layers[k].second.defined())
+      const auto & layer = m_Config.layers[pair.layers[k]];
+      auto         m = movingOuts.at(pair.movingOutputs[k]);
+      if (subsets[k].defined())
       {
-        m = m.index_select(1, layers[k].second);
+        m = m.index_select(1, subsets[k]);
       }
-      const auto term = distance(layers[k].first->distance, fixedFeatures[k], m) * layers[k].first->weight;
+      const auto term = distance(layer.distance, fixedFeatures[k], m) * layer.weight;
       total = total.defined() ? total + term : term;
     }
     return total;
@@ -581,11 +622,11 @@ Engine::evaluateJacobianChunk(size_t model, const torch::Tensor & x, const torch
   if (!gradient)
   {
     torch::NoGradGuard noGrad;
-    return loss(pair.moving->forward(replicateChannels(movingPatch, mspec.channels), mctx)).item<double>();
+    return loss(pair.moving->forward(replicateChannels(movingPatch, mspec.channels), pair.movingContext)).item<double>();
   }
   // eq. 7-8: dS/d(moving patch) by backpropagation through the model, then the image gradient.
   auto       leaf = movingPatch.detach().requires_grad_(true);
-  auto       value = loss(pair.moving->forward(replicateChannels(leaf, mspec.channels), mctx));
+  auto       value = loss(pair.moving->forward(replicateChannels(leaf, mspec.channels), pair.movingContext));
   const auto dPatch = torch::autograd::grad({ value }, { leaf })[0].to(torch::kCPU);
   *gradient += chainPatchGradient(dPatch, moving.indexGradient, m_Moving.geometry);
   return value.item<double>();
@@ -687,21 +728,14 @@ Engine::computeStaticMaps()
     const auto & mspec = m_Config.movingModels[i];
     auto         fixedInput = resampleForModel(m_Fixed.coefficients, m_Fixed.geometry, fspec.voxelSize);
     auto         movingInput = resampleForModel(m_Moving.coefficients, m_Moving.geometry, mspec.voxelSize);
-    auto         fctx = m_Fixed.context, mctx = m_Moving.context;
-    fctx.numberOfLayers = static_cast<int>(fspec.layersMask.size());
-    mctx.numberOfLayers = static_cast<int>(mspec.layersMask.size());
-    auto fmaps = computeFeatureMaps(*m_Models[i].fixed, fspec, fixedInput, fctx, m_Options.maxBatchVoxels);
-    auto mmaps = computeFeatureMaps(*m_Models[i].moving, mspec, movingInput, mctx, m_Options.maxBatchVoxels);
-    size_t k = 0;
-    for (const auto & layer : m_Config.layers)
+    const auto & pair = m_Models[i];
+    auto fmaps = computeFeatureMaps(*pair.fixed, fspec, fixedInput, pair.fixedContext, m_Options.maxBatchVoxels);
+    auto mmaps = computeFeatureMaps(*pair.moving, mspec, movingInput, pair.movingContext, m_Options.maxBatchVoxels);
+    for (size_t k = 0; k < pair.layers.size(); ++k)
     {
-      if (layer.model != static_cast<int>(i))
-      {
-        continue;
-      }
-      auto & f = fmaps.at(k);
-      auto & m = mmaps.at(k);
-      ++k;
+      const auto & layer = m_Config.layers[pair.layers[k]];
+      auto &       f = fmaps.at(k);
+      auto &       m = mmaps.at(k);
       m_PCA.push_back(applyPCA(f, m, layer.pca));
       m_Displacement.emplace_back();
       std::ostringstream os;
@@ -732,7 +766,7 @@ Engine::evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & moving
 {
   TORCH_CHECK(fixedPoints.sizes() == movingPoints.sizes() && fixedPoints.dim() == 2 &&
                 fixedPoints.size(1) == m_Fixed.geometry.dim(),
-              "IMPACT: sample points must be (N, ", m_Fixed.geometry.dim(), "), got ", fixedPoints.sizes(), " and ",
+              "sample points must be (N, ", m_Fixed.geometry.dim(), "), got ", fixedPoints.sizes(), " and ",
               movingPoints.sizes());
   const auto start = std::chrono::steady_clock::now();
   const auto x = fixedPoints.to(torch::kFloat64);
@@ -759,7 +793,7 @@ Engine::evaluate(const torch::Tensor & fixedPoints, const torch::Tensor & moving
   }
   if (!std::isfinite(result.value) || (g && !torch::isfinite(*g).all().item<bool>()))
   {
-    throw std::runtime_error("IMPACT: the similarity is NaN or Inf: a model returned NaN/Inf features for these "
+    throw std::runtime_error("the similarity is NaN or Inf: a model returned NaN/Inf features for these "
                              "samples (check the intensity preprocessing the model expects)");
   }
   ++m_Statistics.evaluations;

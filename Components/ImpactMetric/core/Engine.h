@@ -112,13 +112,36 @@ public:
   }
 
 private:
+  /** The fixed and moving model of one entry of ModelsPath, and what every call needs of them. */
   struct Pair
   {
     std::shared_ptr<Model> fixed, moving;
-    int64_t                elementsPerSample{ 1 }; // patch voxels x (input + output channels), both sides
+    int64_t                elementsPerSample{}; // patch voxels x (input + output channels), both sides
     std::vector<int>       fixedOutputs, movingOutputs; // model outputs of the selected layers, in order
+    std::vector<size_t>    layers;                      // their indices in LevelConfig::layers
+    ModelContext           fixedContext, movingContext; // image statistics, LayersMask length, autocast
     PatchLayout            fixedLayout, movingLayout;   // Jacobian mode; unset for 2D models on 3D images
   };
+
+  // Construction, phase by phase: images and models checked, models loaded, probed and their
+  // selected outputs checked against each other, the field of view and the images.
+  void
+  checkModelsFitImages(size_t model) const;
+  Pair
+  loadPair(size_t model, ModelCache & cache, torch::Device device) const;
+  std::pair<ModelProbe, ModelProbe>
+  probePair(size_t model, Pair & pair) const;
+  bool
+  sameModelInput(size_t model) const;
+  void
+  checkSelectedOutputs(size_t model, const Pair & pair, const ModelProbe & fprobe, const ModelProbe & mprobe) const;
+  void
+  checkFieldOfView(const ModelSpec &   spec,
+                   const Model &       model,
+                   int                 output,
+                   const Geometry &    geometry,
+                   const std::string & side,
+                   int64_t             channels) const;
 
   torch::Tensor
   channelSubset(const LayerSpec & layer, int64_t channels);
@@ -131,7 +154,12 @@ private:
 
   /** Stops with a ParameterError when the level would not fit in memory (MemoryLimit). */
   void
-  checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes);
+  checkMemory(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes) const;
+
+  /** Static mode: bytes of the feature maps kept for the level, and the most in flight while one
+   *  side's maps are computed (model activations, blending buffers). */
+  std::pair<double, double>
+  staticMemoryEstimate(const std::vector<std::pair<ModelProbe, ModelProbe>> & probes) const;
 
   /** Static mode: computes the feature maps of every selected layer (or takes them from the cache). */
   void

@@ -153,6 +153,192 @@ boxIndices(const std::vector<int64_t> & box, const std::vector<int64_t> & grid, 
 }
 } // namespace
 
+namespace
+{
+// Phase 1, the tile plan: the planes the model runs on (the image, or its slices along the third
+// axis for a 2D model on a 3D image), the tile size, and every tile's start. Tiles overlap by
+// about half and start at multiples of the model's stride, so that their output grids coincide.
+struct TilePlan
+{
+  torch::Tensor        planes;        // (planes, *spatial_d) float32
+  int64_t              planeCount{};
+  std::vector<int64_t> planeSize;     // voxels per model axis, x first
+  std::vector<int64_t> tile;          // tile voxels per model axis, x first
+  int64_t              planeVoxels{}, tileVoxels{};
+  torch::Tensor        tileStart;     // (tiles per plane, d) int64, x first
+  int64_t              tilesPerPlane{};
+
+  int64_t
+  jobs() const
+  {
+    return planeCount * tilesPerPlane;
+  }
+};
+
+TilePlan
+planTiles(const Model & model, const ModelSpec & spec, const ResampledImage & image, const ModelContext & context)
+{
+  const int d = spec.dimension;
+  TilePlan  plan;
+  plan.planes = (d < image.geometry.dim() ? image.values : image.values.unsqueeze(0)).contiguous();
+  plan.planeCount = plan.planes.size(0);
+  plan.planeVoxels = plan.tileVoxels = 1;
+  for (int a = 0; a < d; ++a)
+  {
+    const auto size = plan.planes.size(d - a);
+    plan.planeSize.push_back(size);
+    plan.tile.push_back((spec.patchSize[a] == 0 || spec.patchSize[a] >= size) ? size : spec.patchSize[a]);
+    plan.planeVoxels *= size;
+    plan.tileVoxels *= plan.tile.back();
+  }
+  const auto                        stride = modelStride(model, spec, context);
+  std::vector<std::vector<int64_t>> starts{ {} }; // the product of the per-axis starts
+  for (int a = 0; a < d; ++a)
+  {
+    std::vector<std::vector<int64_t>> next;
+    for (const auto & prefix : starts)
+    {
+      for (auto t : tileStarts(plan.planeSize[a], plan.tile[a], stride[a]))
+      {
+        next.push_back(prefix);
+        next.back().push_back(t);
+      }
+    }
+    starts = std::move(next);
+  }
+  plan.tilesPerPlane = static_cast<int64_t>(starts.size());
+  plan.tileStart = torch::empty({ plan.tilesPerPlane, d }, torch::kLong);
+  for (int64_t t = 0; t < plan.tilesPerPlane; ++t)
+  {
+    for (int a = 0; a < d; ++a)
+    {
+      plan.tileStart[t][a] = starts[t][a];
+    }
+  }
+  return plan;
+}
+
+// Phase 2, placement: the first batch's outputs tell each selected output's channels, size and
+// stride (no separate probe run: for a whole image, that would be a second forward pass over it).
+std::vector<OutputPlacement>
+placeOutputs(const TilePlan & plan, const ModelSpec & spec, const std::vector<torch::Tensor> & firstBatch)
+{
+  const int                    d = spec.dimension;
+  std::vector<OutputPlacement> placements;
+  for (int k = 0; k < static_cast<int>(firstBatch.size()); ++k)
+  {
+    if (spec.layersMask.at(k) != '1')
+    {
+      continue;
+    }
+    const auto &    result = firstBatch[k]; // (J, C, *tile output) in tensor order
+    OutputPlacement out;
+    out.output = k;
+    out.channels = result.size(1);
+    out.tileWeight = torch::ones({ 1 }, torch::kFloat32);
+    for (int a = d - 1; a >= 0; --a) // tensor order for the weights
+    {
+      out.tileWeight =
+        (out.tileWeight.unsqueeze(1) * tileWeights(result.size(2 + (d - 1 - a))).unsqueeze(0)).reshape({ -1 });
+    }
+    int64_t gridVoxels = 1;
+    for (int a = 0; a < d; ++a)
+    {
+      const auto outputVoxels = result.size(1 + d - a);
+      const auto voxelStride = std::max<int64_t>(1, std::llround(static_cast<double>(plan.tile[a]) / outputVoxels));
+      out.tileOutput.push_back(outputVoxels);
+      out.stride.push_back(voxelStride);
+      out.gridSize.push_back((plan.planeSize[a] + voxelStride - 1) / voxelStride);
+      out.shift.push_back(std::llround((plan.tile[a] - outputVoxels * voxelStride) / (2.0 * voxelStride)));
+      gridVoxels *= out.gridSize.back();
+    }
+    out.wholePlane = plan.tilesPerPlane == 1;
+    if (out.coversPlane())
+    {
+      out.sum = torch::empty({ plan.planeCount * gridVoxels, out.channels }, torch::kFloat32); // channels last
+    }
+    else
+    {
+      out.sum = torch::zeros({ out.channels, plan.planeCount * gridVoxels }, torch::kFloat32);
+      out.weight = torch::zeros({ plan.planeCount * gridVoxels }, torch::kFloat32);
+    }
+    placements.push_back(std::move(out));
+  }
+  return placements;
+}
+
+// Phase 3, blending: adds one batch of tile outputs (J, C, *tile output) into the output grid.
+// `firstJob` is the batch's first job; `plane` and `start` (J, d) say where each tile was.
+void
+blendBatch(OutputPlacement &     out,
+           const TilePlan &      plan,
+           int64_t               firstJob,
+           const torch::Tensor & plane,
+           const torch::Tensor & start,
+           const torch::Tensor & result)
+{
+  const auto jobs = start.size(0);
+  if (out.coversPlane())
+  {
+    // One tile per plane whose output is the output grid: nothing to blend (the weights cancel).
+    const auto r = result.reshape({ jobs, out.channels, -1 }).transpose(1, 2);
+    out.sum.view({ plan.planeCount, -1, out.channels }).narrow(0, firstJob, jobs).copy_(r);
+    return;
+  }
+  // Tile output j lands on output index start / stride + shift + j; keep what falls inside.
+  auto outputStart = start.clone();
+  for (size_t a = 0; a < out.stride.size(); ++a)
+  {
+    const auto axis = static_cast<int64_t>(a);
+    outputStart.select(1, axis).copy_(
+      (start.select(1, axis).to(torch::kDouble) / out.stride[a]).round().to(torch::kLong) + out.shift[a]);
+  }
+  const auto [target, inside] = boxIndices(out.tileOutput, out.gridSize, outputStart);
+  const auto gridVoxels = c10::multiply_integers(out.gridSize);
+  const auto weighted =
+    (result.reshape({ jobs, out.channels, -1 }) * out.tileWeight).permute({ 1, 0, 2 }).reshape({ out.channels, -1 });
+  const auto keep = inside.reshape({ -1 }).nonzero().squeeze(1);
+  const auto where = (target + (plane * gridVoxels).unsqueeze(1)).reshape({ -1 }).index_select(0, keep);
+  out.sum.index_add_(1, where, weighted.index_select(1, keep));
+  out.weight.index_add_(0, where, out.tileWeight.repeat({ jobs }).index_select(0, keep));
+}
+
+// Phase 4, assembly: the blended sums as a channels-last FeatureMap on the output's grid.
+FeatureMap
+assembleMap(OutputPlacement & out, const TilePlan & plan, const ModelSpec & spec, const ResampledImage & image)
+{
+  const int  imageDim = image.geometry.dim();
+  const int  d = spec.dimension;
+  FeatureMap map;
+  // (C, planes, *grid) -> channels last: (*grid, C) or, slice by slice, (planes, *grid, C).
+  std::vector<int64_t> shape{ plan.planeCount };
+  shape.insert(shape.end(), out.gridSize.rbegin(), out.gridSize.rend());
+  shape.push_back(out.channels);
+  auto features = out.coversPlane()
+                    ? out.sum.view(shape) // already channels last
+                    : out.sum.div_(out.weight.clamp_min(1e-12)).view({ out.channels, -1 }).t().reshape(shape);
+  map.features = (d < imageDim ? features : features[0]).contiguous();
+  out.sum = torch::Tensor(); // free the blending buffer before the next output is finished
+  map.geometry = image.geometry;
+  std::vector<double> firstIndex(imageDim, 0.0); // the centre of the first output voxel's input
+  for (int a = 0; a < d; ++a)
+  {
+    map.geometry.size[a] = out.gridSize[a];
+    map.geometry.spacing[a] = image.geometry.spacing[a] * out.stride[a];
+    firstIndex[a] = 0.5 * (out.stride[a] - 1);
+  }
+  const auto origin = image.geometry.indexToWorld(torch::tensor(firstIndex, torch::kFloat64).unsqueeze(0))[0];
+  map.geometry.origin = std::vector<double>(origin.data_ptr<double>(), origin.data_ptr<double>() + imageDim);
+  // A sum is finite when every term is (in float64 no finite float32 sum overflows): one pass, no mask.
+  if (!std::isfinite(map.features.sum(torch::kFloat64).item<double>()))
+  {
+    throw std::runtime_error("model \"" + spec.path + "\" returned NaN or Inf features in output " +
+                             std::to_string(out.output + 1) + " (Static mode feature map)");
+  }
+  return map;
+}
+} // namespace
+
 std::vector<FeatureMap>
 computeFeatureMaps(const Model &          model,
                    const ModelSpec &      spec,
@@ -160,195 +346,53 @@ computeFeatureMaps(const Model &          model,
                    const ModelContext &   context,
                    int64_t                maxBatchVoxels)
 {
-  const int  imageDim = image.geometry.dim();
-  const int  d = spec.dimension;
-  const bool slices = d < imageDim;
-  TORCH_CHECK(d <= imageDim, "a ", d, "D model cannot run on a ", imageDim, "D image");
-  // Planes: (planes, *spatial_d): the image itself, or its slices along the third axis.
-  const auto planes = (slices ? image.values : image.values.unsqueeze(0)).contiguous();
-  const auto planeCount = planes.size(0);
-  std::vector<int64_t> planeSize(d), tile(d); // x first
-  int64_t              planeVoxels = 1, tileVoxels = 1;
-  for (int a = 0; a < d; ++a)
-  {
-    planeSize[a] = planes.size(d - a);
-    tile[a] = (spec.patchSize[a] == 0 || spec.patchSize[a] >= planeSize[a]) ? planeSize[a] : spec.patchSize[a];
-    planeVoxels *= planeSize[a];
-    tileVoxels *= tile[a];
-  }
+  TORCH_CHECK(spec.dimension <= image.geometry.dim(), "a ", spec.dimension, "D model cannot run on a ",
+              image.geometry.dim(), "D image");
+  const auto plan = planTiles(model, spec, image, context);
   std::vector<int64_t> tileShape{ -1, spec.channels }; // (jobs, C, *tile) in tensor order
-  tileShape.insert(tileShape.end(), tile.rbegin(), tile.rend());
-  auto run = [&](const torch::Tensor & tiles) { // (jobs, tile voxels) -> outputs (jobs, C_l, *o) on the CPU
-    torch::InferenceMode guard;
-    auto outs = model.forward(tiles.unsqueeze(1).expand({ -1, spec.channels, -1 }).reshape(tileShape), context);
-    for (auto & o : outs)
-    {
-      o = o.to(torch::kCPU, torch::kFloat32);
-    }
-    return outs;
-  };
-
-  // Jobs: every (plane, tile start); tiles overlap by about half and are blended.
-  // Tile starts are multiples of the model's stride, so that tiles' output grids coincide.
-  const auto                        stride = modelStride(model, spec, context);
-  std::vector<std::vector<int64_t>> startsPerAxis(d);
-  for (int a = 0; a < d; ++a)
-  {
-    startsPerAxis[a] = tileStarts(planeSize[a], tile[a], stride[a]);
-  }
-  std::vector<std::vector<int64_t>> starts{ {} };
-  for (int a = 0; a < d; ++a)
-  {
-    std::vector<std::vector<int64_t>> next;
-    for (const auto & prefix : starts)
-    {
-      for (auto t : startsPerAxis[a])
-      {
-        auto s = prefix;
-        s.push_back(t);
-        next.push_back(s);
-      }
-    }
-    starts = std::move(next);
-  }
-  const auto tilesPerPlane = static_cast<int64_t>(starts.size());
-  auto       tileStart = torch::empty({ tilesPerPlane, d }, torch::kLong);
-  for (int64_t t = 0; t < tilesPerPlane; ++t)
-  {
-    for (int a = 0; a < d; ++a)
-    {
-      tileStart[t][a] = starts[t][a];
-    }
-  }
-  // The first batch's outputs tell each output's channels, size and stride (no separate probe run:
-  // for a whole image, that would be a second forward pass over it).
+  tileShape.insert(tileShape.end(), plan.tile.rbegin(), plan.tile.rend());
+  // Jobs are every (plane, tile start). Tiles (and slices) go through the model in batches, unless
+  // its outputs depend on the batch.
+  const int64_t perBatch = model.mixesBatch(spec) ? 1 : std::max<int64_t>(1, maxBatchVoxels / plan.tileVoxels);
+  const auto    flatPlanes = plan.planes.reshape({ -1 });
   std::vector<OutputPlacement> placements;
-  auto place = [&](const std::vector<torch::Tensor> & first) {
-    for (int k = 0; k < static_cast<int>(first.size()); ++k)
-    {
-      if (spec.layersMask.at(k) != '1')
-      {
-        continue;
-      }
-      OutputPlacement out;
-      out.output = k;
-      out.channels = first[k].size(1);
-      int64_t gridVoxels = 1;
-      out.tileWeight = torch::ones({ 1 }, torch::kFloat32);
-      for (int a = d - 1; a >= 0; --a) // tensor order for the weights
-      {
-        out.tileWeight =
-          (out.tileWeight.unsqueeze(1) * tileWeights(first[k].size(2 + (d - 1 - a))).unsqueeze(0)).reshape({ -1 });
-      }
-      for (int a = 0; a < d; ++a)
-      {
-        const auto o = first[k].size(1 + d - a);
-        const auto s = std::max<int64_t>(1, std::llround(static_cast<double>(tile[a]) / o));
-        out.tileOutput.push_back(o);
-        out.stride.push_back(s);
-        out.gridSize.push_back((planeSize[a] + s - 1) / s);
-        out.shift.push_back(std::llround((tile[a] - o * s) / (2.0 * s)));
-        gridVoxels *= out.gridSize.back();
-      }
-      out.wholePlane = tilesPerPlane == 1;
-      if (out.coversPlane())
-      {
-        out.sum = torch::empty({ planeCount * gridVoxels, out.channels }, torch::kFloat32); // channels last
-      }
-      else
-      {
-        out.sum = torch::zeros({ out.channels, planeCount * gridVoxels }, torch::kFloat32);
-        out.weight = torch::zeros({ planeCount * gridVoxels }, torch::kFloat32);
-      }
-      placements.push_back(std::move(out));
-    }
-  };
-
-  const int64_t jobsTotal = planeCount * tilesPerPlane;
-  // Tiles (and slices) go through the model in batches, unless its outputs depend on the batch.
-  const int64_t perBatch = model.mixesBatch(spec) ? 1 : std::max<int64_t>(1, maxBatchVoxels / tileVoxels);
-  const auto    flatPlanes = planes.reshape({ -1 });
-  for (int64_t first = 0; first < jobsTotal; first += perBatch)
+  for (int64_t first = 0; first < plan.jobs(); first += perBatch)
   {
-    const auto jobs = torch::arange(first, std::min(jobsTotal, first + perBatch), torch::kLong);
-    const auto plane = jobs.div(tilesPerPlane, "floor");
-    const auto start = tileStart.index_select(0, jobs.remainder(tilesPerPlane));
+    const auto    jobs = torch::arange(first, std::min(plan.jobs(), first + perBatch), torch::kLong);
+    const auto    plane = jobs.div(plan.tilesPerPlane, "floor");
+    const auto    start = plan.tileStart.index_select(0, jobs.remainder(plan.tilesPerPlane));
     torch::Tensor tiles; // (J, tile voxels)
-    if (tilesPerPlane == 1 && tileVoxels == planeVoxels)
+    if (plan.tilesPerPlane == 1 && plan.tileVoxels == plan.planeVoxels)
     {
-      tiles = planes.narrow(0, first, jobs.size(0)).reshape({ jobs.size(0), -1 });
+      tiles = plan.planes.narrow(0, first, jobs.size(0)).reshape({ jobs.size(0), -1 });
     }
     else
     {
-      const auto input = boxIndices(tile, planeSize, start).first + (plane * planeVoxels).unsqueeze(1);
+      const auto input = boxIndices(plan.tile, plan.planeSize, start).first + (plane * plan.planeVoxels).unsqueeze(1);
       tiles = flatPlanes.index_select(0, input.reshape({ -1 })).view({ jobs.size(0), -1 });
     }
-    const auto results = run(tiles);
+    std::vector<torch::Tensor> results;
+    {
+      torch::InferenceMode guard;
+      results = model.forward(tiles.unsqueeze(1).expand({ -1, spec.channels, -1 }).reshape(tileShape), context);
+      for (auto & r : results)
+      {
+        r = r.to(torch::kCPU, torch::kFloat32);
+      }
+    }
     if (placements.empty())
     {
-      place(results);
+      placements = placeOutputs(plan, spec, results);
     }
     for (auto & out : placements)
     {
-      if (out.coversPlane())
-      {
-        // One tile per plane whose output is the output grid: nothing to blend (the weights cancel).
-        const auto r = results.at(out.output).reshape({ jobs.size(0), out.channels, -1 }).transpose(1, 2);
-        out.sum.view({ planeCount, -1, out.channels }).narrow(0, first, jobs.size(0)).copy_(r);
-        continue;
-      }
-      // Tile output j lands on output index start / stride + shift + j; keep what falls inside.
-      auto outStart = start.clone();
-      for (int a = 0; a < d; ++a)
-      {
-        outStart.select(1, a).copy_(
-          (start.select(1, a).to(torch::kDouble) / out.stride[a]).round().to(torch::kLong) + out.shift[a]);
-      }
-      const auto [target, inside] = boxIndices(out.tileOutput, out.gridSize, outStart);
-      int64_t    gridVoxels = 1;
-      for (auto g : out.gridSize)
-      {
-        gridVoxels *= g;
-      }
-      const auto r = results.at(out.output).reshape({ jobs.size(0), out.channels, -1 }); // (J, C, O)
-      const auto weighted = (r * out.tileWeight).permute({ 1, 0, 2 }).reshape({ out.channels, -1 });
-      const auto keep = inside.reshape({ -1 }).nonzero().squeeze(1);
-      const auto where = (target + (plane * gridVoxels).unsqueeze(1)).reshape({ -1 }).index_select(0, keep);
-      out.sum.index_add_(1, where, weighted.index_select(1, keep));
-      out.weight.index_add_(0, where, out.tileWeight.repeat({ jobs.size(0) }).index_select(0, keep));
+      blendBatch(out, plan, first, plane, start, results.at(out.output));
     }
   }
-
   std::vector<FeatureMap> maps;
   for (auto & out : placements)
   {
-    FeatureMap map;
-    // (C, planes, *grid) -> channels last: (*grid, C) or, slice by slice, (planes, *grid, C).
-    std::vector<int64_t> shape{ planeCount };
-    shape.insert(shape.end(), out.gridSize.rbegin(), out.gridSize.rend());
-    shape.push_back(out.channels);
-    auto features = out.coversPlane()
-                      ? out.sum.view(shape) // already channels last
-                      : out.sum.div_(out.weight.clamp_min(1e-12)).view({ out.channels, -1 }).t().reshape(shape);
-    map.features = (slices ? features : features[0]).contiguous();
-    out.sum = torch::Tensor(); // free the blending buffer before the next output is finished
-    map.geometry = image.geometry;
-    std::vector<double> firstIndex(imageDim, 0.0);
-    for (int a = 0; a < d; ++a)
-    {
-      map.geometry.size[a] = out.gridSize[a];
-      map.geometry.spacing[a] = image.geometry.spacing[a] * out.stride[a];
-      firstIndex[a] = 0.5 * (out.stride[a] - 1);
-    }
-    const auto origin = image.geometry.indexToWorld(torch::tensor(firstIndex, torch::kFloat64).unsqueeze(0))[0];
-    map.geometry.origin = std::vector<double>(origin.data_ptr<double>(), origin.data_ptr<double>() + imageDim);
-    // A sum is finite when every term is (in float64 no finite float32 sum overflows): one pass, no mask.
-    if (!std::isfinite(map.features.sum(torch::kFloat64).item<double>()))
-    {
-      throw std::runtime_error("model \"" + spec.path + "\" returned NaN or Inf features in output " +
-                               std::to_string(out.output + 1) + " (Static mode feature map)");
-    }
-    maps.push_back(std::move(map));
+    maps.push_back(assembleMap(out, plan, spec, image));
   }
   return maps;
 }

@@ -334,4 +334,55 @@ measureFieldOfView(const Model & model, const ModelSpec & spec, int output)
   return fov;
 }
 
+std::vector<OutputDescription>
+describeOutputs(const std::string & path, int dimension, int channels, int numberOfOutputs, int64_t probeSize)
+{
+  if (dimension != 2 && dimension != 3)
+  {
+    throw ParameterError("dimension " + std::to_string(dimension) + " is not supported; use 2 or 3");
+  }
+  if (channels < 1 || numberOfOutputs < 1 || probeSize < 0)
+  {
+    throw ParameterError("channels and number_of_outputs must be positive, probe_size >= 0");
+  }
+  const int64_t probe = probeSize > 0 ? probeSize : (dimension == 2 ? 97 : 41);
+  const Model   model(path, torch::kCPU);
+  // How many outputs: models of elastix 5.3.1's contract return as many as they are told.
+  std::vector<int64_t> shape{ 1, channels };
+  shape.insert(shape.end(), dimension, probe);
+  ModelContext context;
+  context.numberOfLayers = numberOfOutputs;
+  context.stats = torch::tensor({ 0.0f, 1.0f, 0.5f, 0.25f });
+  context.direction = torch::eye(dimension, torch::kInt16);
+  size_t count = 0;
+  {
+    torch::InferenceMode guard;
+    count = model.forward(torch::zeros(shape), context).size();
+  }
+  ModelSpec spec;
+  spec.path = path;
+  spec.dimension = dimension;
+  spec.channels = channels;
+  spec.patchSize.assign(dimension, probe);
+  spec.voxelSize.assign(dimension, 1.0);
+  spec.layersMask.assign(count, '1');
+  const auto shapes = probeModel(model, spec, {}).outputShapes;
+
+  std::vector<OutputDescription> out(shapes.size());
+  for (size_t o = 0; o < shapes.size(); ++o)
+  {
+    const auto & outputShape = shapes[o]; // (1, C, *spatial), spatial z first
+    auto &       description = out[o];
+    description.channels = outputShape[1];
+    for (int a = 0; a < dimension; ++a)
+    {
+      const auto size = outputShape[1 + dimension - a]; // x first
+      description.size.push_back(size);
+      description.stride.push_back(size > 0 ? (probe + size - 1) / size : 0);
+    }
+    description.fieldOfView = measureFieldOfView(model, spec, static_cast<int>(o));
+  }
+  return out;
+}
+
 } // namespace impact

@@ -36,17 +36,6 @@ public:
    *  the file and the cause. */
   Model(const std::string & path, torch::Device device);
 
-  const std::string &
-  path() const
-  {
-    return m_Path;
-  }
-  torch::Device
-  device() const
-  {
-    return m_Device;
-  }
-
   /** Runs forward on x: (B, C, *spatial) float32, moved to the model's device.
    *  Returns one tensor (B, C_l, *spatial_l) per model output, on the model's device.
    *  Throws std::runtime_error if the model fails or returns something else than a tensor or a
@@ -64,20 +53,13 @@ public:
   bool
   mixesBatch(const ModelSpec & spec) const;
 
-  /** Number of forward arguments after the image batch (0, 1 or 3). */
-  int
-  numberOfExtraArguments() const
-  {
-    return m_ExtraArguments;
-  }
-
 private:
   std::string                        m_Path;
   torch::Device                      m_Device;
   std::shared_ptr<torch::jit::Module> m_Module; // null for a built-in extractor
   std::optional<MindSpec>             m_Mind;
   mutable std::atomic<bool>           m_ChannelsLastFails{ false };
-  int                                m_ExtraArguments{ 0 };
+  int                                m_ExtraArguments{ 0 }; // forward arguments after the image batch: 0, 1 or 3
   mutable std::mutex                 m_FieldOfViewMutex;
   mutable std::map<std::string, std::vector<int64_t>> m_FieldOfView;
   mutable std::map<std::string, bool>                 m_MixesBatch;
@@ -110,6 +92,19 @@ probeModel(const Model & model, const ModelSpec & spec, const std::vector<int64_
  *  the centre output voxel depends on, measured from the gradient support of that voxel. */
 std::vector<int64_t>
 measureFieldOfView(const Model & model, const ModelSpec & spec, int output);
+
+/** One output of a model, as `impact-elastix models inspect` reports it. */
+struct OutputDescription
+{
+  int64_t              channels{};
+  std::vector<int64_t> size, stride, fieldOfView; // voxels per axis, x first
+};
+
+/** Loads the model at `path` on the CPU and describes every output it returns for a probe of
+ *  `probeSize` voxels per axis (0: 97 in 2D, 41 in 3D) when told `numberOfOutputs` layers; throws
+ *  ParameterError for arguments out of range, std::runtime_error when the model does not run. */
+std::vector<OutputDescription>
+describeOutputs(const std::string & path, int dimension, int channels, int numberOfOutputs, int64_t probeSize);
 
 /** "5*5*5" style text of a size vector. */
 std::string

@@ -19,6 +19,13 @@ from torch import nn
 METADATA = "impact.json"
 
 
+def probe_input(channels: int, size: Sequence[int], *, batch: int = 1, seed: int | None = None) -> torch.Tensor:
+    """A random (batch, channels, *size) float32 input that probes a model (``size`` in tensor order:
+    z, y, x). ``seed``: a generator of its own, so the probe is reproducible; None: torch's global one."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return torch.randn([batch, channels, *size], generator=generator)
+
+
 class _Layers(nn.Module):
     """Runs ``module`` and returns the outputs of its submodules ``names`` (forward hooks)."""
 
@@ -111,7 +118,7 @@ def export(
         raise ValueError(f"preprocessing {preprocessing!r} is not one of '', 'ct', 'mr', 'imagenet'")
     path = Path(path)
     module = module.eval()
-    example = torch.randn([1, channels] + [example_size] * dimension, generator=torch.Generator().manual_seed(0))
+    example = probe_input(channels, [example_size] * dimension, seed=0)
     if layers is not None:
         if isinstance(module, torch.jit.ScriptModule):
             raise TypeError("layers= needs an eager nn.Module: forward hooks do not run inside TorchScript")
@@ -173,7 +180,7 @@ def _save(
 
 def _check(path: Path, eager: nn.Module, dimension: int, channels: int, size: int) -> None:
     """The saved file must give the eager module's outputs on an input it was not traced with."""
-    probe = torch.randn([1, channels] + [size] * dimension, generator=torch.Generator().manual_seed(1))
+    probe = probe_input(channels, [size] * dimension, seed=1)
     loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         expected = _as_list(eager(probe))

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import _core
+from ..parameter_object import size_text
 from .archive import input_signature, read_metadata
 from .builtin import builtin_name
 
@@ -60,9 +61,9 @@ class ModelInfo:
                 f"{o.index:>6}  {o.channels:>8}  {'x'.join(map(str, o.stride)):>10}  "
                 f"{'x'.join(map(str, o.field_of_view)):>14}"
             )
-        patch = "*".join(map(str, self.minimal_patch_size))
         prep = (self.metadata or {}).get("preprocessing") or "not recorded"
-        return "\n".join([head, *rows, f"minimal Jacobian PatchSize: {patch}", f"preprocessing: {prep}"])
+        patch = f"minimal Jacobian PatchSize: {size_text(self.minimal_patch_size)}"
+        return "\n".join([head, *rows, patch, f"preprocessing: {prep}"])
 
 
 def inspect(path: str | Path, dimension: int | None = None, channels: int | None = None) -> ModelInfo:

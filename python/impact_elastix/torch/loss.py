@@ -165,7 +165,7 @@ class ImpactLoss(nn.Module):
 
     ``models``: model files, store names (``"TS/M730_2_Layers"``, downloaded once into
     ``~/.IMPACT/models``) or ``nn.Module`` objects. ``layers``: per model the output indices
-    (default: output 0). ``weights`` (default 1) and ``distances`` (default "L1", the seed's loss):
+    (default: output 0). ``weights`` (default 1) and ``distances`` (default "L1", as in the IMPACT reference):
     one per selected layer in order, or a single value for all. ``dimension``/``channels``: per model,
     default from the file's ``impact.json``, else the first convolution, else the input. ``shape``: resize
     inputs to this spatial size (None: as given). ``slice_axis``: axis of (D, H, W) along which a 2D

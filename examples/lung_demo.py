@@ -1,6 +1,7 @@
 """Registers the elastix lung CT pair with IMPACT and prints the landmark TRE before and after.
 
-python -m impact_elastix.demo [--mode Jacobian|Static] [--out DIR]
+python -m examples.lung_demo [--mode Jacobian|Static] [--out DIR]    (from the repository root;
+bash scripts/setup.sh demo runs it)
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from impact_elastix.cli import Progress
+from impact_elastix.maps import bspline_map, impact_metric
+from impact_elastix.parameter_object import read_parameter_file, write_parameter_file
 
-from .cli import Progress
 from .lung import landmark_tre, lung_case, register
-from .maps import bspline_map, impact_metric, write_parameter_map
-from .parameter_object import read_parameter_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     model = case.fixed.parent / "M730_1_Layers.pt"
     patch = "5*5*5" if args.mode == "Jacobian" else "0*0*0"
     args.out.mkdir(parents=True, exist_ok=True)
-    params = write_parameter_map(
-        args.out / "impact.txt",
+    params = write_parameter_file(
         bspline_map(impact_metric(model, mode=args.mode, patch_size=patch), iterations=args.iterations),
+        args.out / "impact.txt",
     )
     print(f"Lung CT pair: {case.fixed.name} (fixed), {case.moving.name} (moving); model {model.name}")
     print(f"Parameter map: {params}")

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from impact_elastix.executables import run_elastix, run_transformix
+from impact_elastix.mha import read_geometry
+from impact_elastix.points import read_points, read_transformix_points, tre, write_points
 
-from .data import elastix_testing_data
-from .executables import run_elastix, run_transformix
-from .mha import read_geometry
-from .points import read_points, read_transformix_points, tre, write_points
+from .testing_data import elastix_testing_data
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class LungCase:
     moving_landmarks: np.ndarray  # (10, 3) world
 
 
-def lung_case(data: Path | None = None) -> LungCase:
-    data = data or elastix_testing_data()
+def lung_case() -> LungCase:
+    """The pair, its masks, its affine start and its 10 landmarks (world) from the elastix test data."""
+    data = elastix_testing_data()
     fixed, moving = data / "3DCT_lung_baseline.mha", data / "3DCT_lung_followup.mha"
     landmarks = []
     for image, name in ((fixed, "3DCT_lung_baseline.txt"), (moving, "3DCT_lung_followup.txt")):
@@ -61,7 +62,6 @@ def register(
     out: Path,
     *,
     masks: bool = False,
-    verbose: bool = False,
     on_line: Callable[[str], None] | None = None,
 ) -> Path:
     """B-spline registration from the affine start; returns the final transform parameter file.
@@ -74,6 +74,5 @@ def register(
         initial_transform=case.affine,
         fixed_mask=case.fixed_mask if masks else None,
         moving_mask=case.moving_mask if masks else None,
-        verbose=verbose,
         on_line=on_line,
     )

@@ -1,4 +1,8 @@
-"""Real test data: the elastix 5.3.1 source's Testing/Data (Apache-2.0), kept by scripts/deps.sh."""
+"""Real test data: the elastix 5.3.1 source's Testing/Data (Apache-2.0), kept by scripts/deps.sh.
+
+Needs a source checkout (``scripts/deps.sh``): the tests, benchmarks and examples use it; the
+installed package does not.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def elastix_testing_data() -> Path:
