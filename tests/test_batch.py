@@ -94,7 +94,14 @@ def test_sigint_then_rerun_does_only_the_rest(tmp_path: Path, cohort: Path, wher
     params = write_parameter_file(cohort_map(iterations=400, resolutions=1, samples=3000), tmp_path / "params.txt")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "impact_elastix.cli", "batch", str(manifest), "-p", str(params), "-o", str(out)]
-    batch = subprocess.Popen([*cmd, *where], stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal leaves it: a shell's background jobs (a CI runner's, `cmd &`) inherit it
+    # ignored, and Python then installs no KeyboardInterrupt handler.
+    batch = subprocess.Popen(
+        [*cmd, *where],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not list(out.glob("*/done.json")) and time.monotonic() < deadline and batch.poll() is None:
         time.sleep(0.1)
