@@ -218,6 +218,11 @@ def run(
     return log
 
 
+def _options(*pairs: tuple[str, object]) -> list[str]:
+    """``[flag, value, ...]`` for the pairs whose value is given (not None)."""
+    return [text for flag, value in pairs if value is not None for text in (flag, str(value))]
+
+
 def elastix_command(
     fixed: str | Path,
     moving: str | Path,
@@ -235,19 +240,10 @@ def elastix_command(
     """The command line ``elastix -f -m [-fMask -mMask] -p ... [-t0 -fp -mp -threads] -out``: every
     elastix command of the package, its tests and benchmarks. ``executable``: default our elastix."""
     cmd = [str(executable or elastix_executable()), "-f", str(fixed), "-m", str(moving)]
-    for flag, value in (("-fMask", fixed_mask), ("-mMask", moving_mask)):
-        if value is not None:
-            cmd += [flag, str(value)]
+    cmd += _options(("-fMask", fixed_mask), ("-mMask", moving_mask))
     for p in parameter_files:
         cmd += ["-p", str(p)]
-    for flag, value in (
-        ("-t0", initial_transform),
-        ("-fp", fixed_points),
-        ("-mp", moving_points),
-        ("-threads", threads),
-    ):
-        if value is not None:
-            cmd += [flag, str(value)]
+    cmd += _options(("-t0", initial_transform), ("-fp", fixed_points), ("-mp", moving_points), ("-threads", threads))
     return [*cmd, "-out", str(out)]
 
 
@@ -266,15 +262,9 @@ def transformix_command(
     ``points`` a point file or ``"all"`` (the deformation field), ``jacobian`` / ``jacobian_matrix``
     ``"all"`` (the determinant / the full spatial Jacobian). ``executable``: default our transformix."""
     cmd = [str(executable or transformix_executable()), "-tp", str(transform_parameters)]
-    for flag, value in (
-        ("-in", image),
-        ("-def", points),
-        ("-jac", jacobian),
-        ("-jacmat", jacobian_matrix),
-        ("-threads", threads),
-    ):
-        if value is not None:
-            cmd += [flag, str(value)]
+    cmd += _options(
+        ("-in", image), ("-def", points), ("-jac", jacobian), ("-jacmat", jacobian_matrix), ("-threads", threads)
+    )
     return [*cmd, "-out", str(out)]
 
 
