@@ -22,7 +22,7 @@ from impact_elastix import (
     transformix_pointset,
 )
 from impact_elastix.images import to_itk
-from impact_elastix.parameter_object import write_parameter_file
+from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED, write_parameter_file
 
 from benchmarks.measure import impact_statistics
 from examples.lung import landmark_tre, lung_case
@@ -42,7 +42,7 @@ def _translation_map(iterations: int = 150) -> dict:
     m = ParameterObject.GetDefaultParameterMap("translation", 2)
     m["MaximumNumberOfIterations"] = (str(iterations),)
     m["AutomaticTransformInitialization"] = ("false",)
-    m["RandomSeed"] = ("121212",)
+    m["RandomSeed"] = (str(DEFAULT_RANDOM_SEED),)
     return m
 
 

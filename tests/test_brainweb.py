@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from impact_elastix.mha import read_mha
+from impact_elastix.parameter_object import DEFAULT_RANDOM_SEED
 from impact_elastix.registration import elastix_registration_method
 
 from benchmarks.cases import Case, _synthetic
@@ -47,7 +48,7 @@ def _register(case: Case, metric: dict, out: Path) -> float:
         "NumberOfSamplesForExactGradient": 2000,
         "ImageSampler": "RandomCoordinate",
         "Optimizer": "AdaptiveStochasticGradientDescent",
-        "RandomSeed": 121212,
+        "RandomSeed": DEFAULT_RANDOM_SEED,
         "Metric": "Impact",
         "NumberOfChannels": "1",
         "LayersMask": "1",

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from impact_elastix import _core
+from impact_elastix.torch.distances import NAMES
 
-DISTANCES = ["L1", "L2", "Cosine", "L1Cosine", "Dice", "NCC", "DotProduct"]
+DISTANCES = list(NAMES)
 # |f - m| has a kink wherever a feature difference changes sign, which biases finite differences
 # (more the larger the step, float32 noise grows the smaller): L1 and L1Cosine get a loose bound.
 # The chain rule itself is checked tightly by the smooth distances.

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 from impact_elastix import _core
+from impact_elastix.torch.distances import NAMES
 
-DISTANCES = ["L1", "L2", "Cosine", "L1Cosine", "Dice", "NCC", "DotProduct"]
+DISTANCES = list(NAMES)
 
 
 @pytest.mark.parametrize("shape", [(9, 11), (7, 8, 10)])
@@ -204,6 +205,4 @@ def test_grid_resample_equals_the_point_sampler(shape: tuple[int, ...]) -> None:
 
 
 def test_python_and_the_component_know_the_same_distances() -> None:
-    from impact_elastix.torch.distances import NAMES
-
     assert tuple(_core.distance_names()) == NAMES
