@@ -153,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=sorted(CASES),
+        help="default: every case whose data is here (BrainWeb needs IMPACT_BRAINWEB or ../shared/data/brainweb)",
+    )
     parser.add_argument("--contestants", help="only contestants whose name contains this text")
     parser.add_argument("--seeds", type=int, default=1, help="RandomSeed values per contestant (median reported)")
     parser.add_argument("--levels", type=int, default=2)
@@ -191,8 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     print(f"machine: {machine}; float32 GEMM {gemm:.0f} GFLOP/s", file=sys.stderr)
     rows: list[dict] = []
-    for case_name in args.cases:
-        case = CASES[case_name](args.work)
+    for case_name in args.cases or list(CASES):
+        try:
+            case = CASES[case_name](args.work)
+        except FileNotFoundError as missing:
+            if args.cases:  # asked for by name: its data must be there
+                print(f"{case_name}: {missing}", file=sys.stderr)
+                return 2
+            print(f"skipping case {case_name}: {missing}", file=sys.stderr)
+            continue
         levels, iters = case.levels or args.levels, case.iterations or args.iterations
         own = f"its own map: {levels} levels x {iters} iterations" if case.map or case.levels else ""
         rows.append({"case": case.name, "contestant": "start", "seed": 0, "schedule": own} | case.evaluate(None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,29 @@ def test_harness_runs_and_writes_json(tmp_path: Path) -> None:
     mattes = next(r for r in rows if r["contestant"] == "AdvancedMattesMutualInformation")
     assert mattes["iterations"] == 40 and mattes["peak_rss_gb"] > 0
     assert mattes["field_error_mm"] < 0.5 * start["field_error_mm"]  # the synthetic deformation is recovered
+
+
+def test_a_case_without_its_data_is_skipped_unless_named(tmp_path: Path) -> None:
+    """A clone without ../shared: `python -m benchmarks` runs the other cases and says what it skipped;
+    asking for the BrainWeb case by name is an error naming the variable to set."""
+    env = {**os.environ, "IMPACT_BRAINWEB": str(tmp_path / "nothing-here")}
+    common = ["--no-reference", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")]
+    every = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--contestants", "no such contestant", *common],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert every.returncode == 0, every.stderr
+    assert "skipping case brainweb" in every.stderr and "IMPACT_BRAINWEB" in every.stderr
+    cases = {r["case"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    assert len(cases) == 3  # lung, brain2d, multimodal3d: their start rows
+    named = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--cases", "brainweb", *common],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert named.returncode == 2 and "IMPACT_BRAINWEB" in named.stderr
