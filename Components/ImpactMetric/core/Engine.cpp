@@ -14,12 +14,6 @@ namespace impact
 {
 namespace
 {
-std::vector<int64_t>
-patchTensorShape(const ModelSpec & spec)
-{
-  return { spec.patchSize.rbegin(), spec.patchSize.rend() };
-}
-
 // (N, 1, *patch) -> (N, channels, *patch): a grey image fed to a model that wants more channels.
 torch::Tensor
 replicateChannels(const torch::Tensor & x, int channels)
